@@ -1,0 +1,53 @@
+# The single entry point: `make run`, `make test`, `make lint`, `make bench`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= conf/postgate.toml
+# apt-get is used only when running as root and a system package is missing.
+SYSTEM_PACKAGES := postfix redis-server
+
+.PHONY: run test lint unit integration bench check clean system-deps
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml $(BIN)/activate
+	$(BIN)/python -m pip install -q -e . --group dev
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/postgate run -c $(CONFIG)
+
+check: $(VENV)/.installed
+	$(BIN)/postgate check -c $(CONFIG)
+
+system-deps:
+	@missing=""; \
+	command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing (not root: not installing)"; \
+	  fi; \
+	fi
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest tests/unit
+
+test: $(VENV)/.installed system-deps
+	$(MAKE) lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

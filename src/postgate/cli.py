@@ -1,0 +1,151 @@
+"""The ``postgate`` command: run the daemon, check and show configs, and tools.
+
+The only module that touches the global reactor, and only inside ``run``.
+Exit statuses follow sysexits where one fits: 78 (EX_CONFIG) for a config
+that must not be used, 1 when the daemon could not start, 2 for usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+from postgate import __version__
+from postgate.config import DEFAULT_PATH, Config, load_config
+from postgate.problems import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from twisted.internet.defer import Deferred
+
+EX_CONFIG: Final = 78
+
+DESCRIPTION = """\
+postgate answers Postfix's check_policy_service requests with the decisions of
+the rules in its TOML configuration.
+
+commands:
+  run      run the daemon (foreground; SIGHUP reloads, SIGTERM stops)
+  check    validate a configuration and print every problem
+  show     print the compiled rules in the order the engine uses them
+  codes    explain SMTP reply codes and enhanced status codes
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postgate",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"The default configuration file is {DEFAULT_PATH}.",
+    )
+    parser.add_argument("--version", action="version", version=f"postgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    _config_option(run)
+    run.add_argument(
+        "--listen",
+        action="append",
+        metavar="ENDPOINT",
+        help="listen here instead of the config's daemon.listen (repeatable; "
+        "Twisted endpoint syntax, e.g. tcp:10040:interface=127.0.0.1, "
+        "unix:/run/postgate/policy.sock:mode=660, systemd:domain=INET:index=0)",
+    )
+    _config_option(sub.add_parser("check", help="validate a configuration"))
+    _config_option(sub.add_parser("show", help="print the compiled rules"))
+    codes = sub.add_parser("codes", help="explain SMTP reply and enhanced status codes")
+    codes.add_argument("query", nargs=argparse.REMAINDER, help="a code, e.g. 552, 5.7.1 or a line")
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_PATH,
+        help=f"configuration file (default: {DEFAULT_PATH})",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"run": _run, "check": _check, "show": _show, "codes": _codes}[args.command]
+    return command(args)
+
+
+def _load(path: Path, err: TextIO) -> Config | None:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.errors:
+            print(f"error: {problem}", file=err)
+        for problem in exc.warnings:
+            print(f"warning: {problem}", file=err)
+        print(f"{path}: {len(exc.errors)} error(s); configuration refused", file=err)
+        return None
+    for problem in config.warnings:
+        print(f"warning: {problem}", file=err)
+    return config
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.config, sys.stderr)
+    if config is None:
+        return EX_CONFIG
+    ruleset = config.ruleset
+    print(f"{args.config}: OK, {ruleset.rule_count} rules, digest {ruleset.digest}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    config = _load(args.config, sys.stderr)
+    if config is None:
+        return EX_CONFIG
+    for line in config.ruleset.describe():
+        print(line)
+    return 0
+
+
+def _codes(args: argparse.Namespace) -> int:
+    from postgate.codes import main as codes_main
+
+    return codes_main(list(args.query), sys.stdout)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config, sys.stderr)
+    if config is None:
+        return EX_CONFIG
+    from twisted.internet import task
+
+    from postgate import logs
+
+    logs.configure(config.daemon.log_level, config.daemon.log_format)
+    logs.bridge_twisted(config.daemon.log_level)
+    listen = tuple(args.listen or ())
+    task.react(_serve, (config, listen))
+    return 0  # react() exits the process itself
+
+
+def _serve(reactor: Any, config: Config, listen: tuple[str, ...]) -> Deferred[None]:
+    import structlog
+    from twisted.internet.defer import Deferred, fail
+
+    from postgate.service import Daemon
+    from postgate.systemd import Notifier
+
+    daemon = Daemon(config, reactor, Notifier.from_environ(), listen)
+    try:
+        daemon.start()
+    except Exception as exc:  # noqa: BLE001 - any bind error must end the start loudly
+        structlog.get_logger("postgate").error("start_failed", error=str(exc))
+        print(f"postgate: cannot start: {exc}", file=sys.stderr)
+        return fail(exc)
+    reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload))
+    return Deferred()

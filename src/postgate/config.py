@@ -1,0 +1,237 @@
+"""Load and validate a configuration file into frozen objects.
+
+Owns the ``[daemon]`` table and the top-level shape; the ``[lists]`` and
+``[[rules]]`` parts are compiled by `postgate.rules`. Every problem is
+collected as ``FILE: place: reason`` and the whole set is raised at once, so
+``postgate check`` shows all mistakes in one run. A `Config` is built
+completely before anyone sees it, which is what makes reload a swap of one
+reference (style.md §2.2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from postgate.problems import ConfigError, Problem, Problems
+from postgate.protocol import Limits
+from postgate.replies import DUNNO, Action, ReplyError, parse_action
+from postgate.rules import Ruleset, compile_ruleset
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+DEFAULT_PATH: Final = Path("/etc/postgate/postgate.toml")
+DEFAULT_LISTEN: Final = ("tcp:10040:interface=127.0.0.1",)
+LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
+ENDPOINT_TYPES: Final = ("tcp", "tcp6", "unix", "systemd")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS: Final = ("auto", "json", "console")
+TOP_LEVEL: Final = ("daemon", "lists", "rules")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """How the daemon listens, bounds its inputs and reports."""
+
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    allow: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in LOOPBACK)
+    limits: Limits = Limits()  # noqa: RUF009 - frozen, so one shared default is safe
+    # Seconds a started request may stay incomplete before the peer is cut
+    # off; idle connections (no partial request) are never closed (§1).
+    request_timeout: float = 30.0
+    max_connections: int = 1024
+    on_error: Action = DUNNO
+    dry_run: bool = False
+    log_level: str = "info"
+    log_format: str = "auto"
+    shutdown_timeout: float = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A complete, validated configuration, ready to serve."""
+
+    path: Path
+    daemon: DaemonConfig
+    ruleset: Ruleset
+    warnings: tuple[Problem, ...] = ()
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and compile ``path``; raise `ConfigError` on any error."""
+    problems = Problems(str(path))
+    doc = _read_toml(path, problems)
+    problems.raise_if_any()
+    _check_keys(doc, TOP_LEVEL, "", problems)
+    daemon = _daemon(doc.get("daemon", {}), problems)
+    ruleset = compile_ruleset(doc, path.parent, problems)
+    problems.raise_if_any()
+    return Config(path, daemon, ruleset, tuple(problems.warnings))
+
+
+def _read_toml(path: Path, problems: Problems) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        problems.error("", f"cannot read: {exc.strerror or exc}")
+    except tomllib.TOMLDecodeError as exc:
+        problems.error("", f"not valid TOML: {exc}")
+    except UnicodeDecodeError as exc:
+        problems.error("", f"not valid UTF-8: {exc}")
+    return {}
+
+
+def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], place: str, p: Problems) -> None:
+    for key in table:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            where = f"{place}.{key}" if place else key
+            p.error(where, f"unknown setting{extra}; known: {', '.join(known)}")
+
+
+_DAEMON_KEYS: Final = (
+    "listen",
+    "allow",
+    "max_line_bytes",
+    "max_request_bytes",
+    "max_attributes",
+    "request_timeout",
+    "max_connections",
+    "on_error",
+    "dry_run",
+    "log_level",
+    "log_format",
+    "shutdown_timeout",
+)
+
+
+def _daemon(raw: Any, p: Problems) -> DaemonConfig:
+    if not isinstance(raw, dict):
+        p.error("daemon", "must be a table ([daemon])")
+        return DaemonConfig()
+    _check_keys(raw, _DAEMON_KEYS, "daemon", p)
+    base = DaemonConfig()
+    get = _Getter(raw, "daemon", p)
+    limits = _limits(get, base.limits)
+    return DaemonConfig(
+        listen=get.listed("listen", base.listen, _endpoint_problem),
+        allow=tuple(_networks(get.listed("allow", LOOPBACK, _network_problem))),
+        limits=limits,
+        request_timeout=get.number("request_timeout", base.request_timeout, 0.1, 3600),
+        max_connections=int(get.number("max_connections", base.max_connections, 1, 1_000_000)),
+        on_error=get.action("on_error", base.on_error),
+        dry_run=get.boolean("dry_run", base.dry_run),
+        log_level=get.choice("log_level", base.log_level, LOG_LEVELS),
+        log_format=get.choice("log_format", base.log_format, LOG_FORMATS),
+        shutdown_timeout=get.number("shutdown_timeout", base.shutdown_timeout, 0.1, 60),
+    )
+
+
+def _limits(get: _Getter, base: Limits) -> Limits:
+    line = int(get.number("max_line_bytes", base.max_line, 512, 1 << 20))
+    request = int(get.number("max_request_bytes", base.max_request, 1024, 16 << 20))
+    attrs = int(get.number("max_attributes", base.max_attributes, 8, 10_000))
+    if line > request:
+        get.problems.error("daemon.max_line_bytes", "must not exceed max_request_bytes")
+        return base
+    return Limits(line, request, attrs)
+
+
+def _networks(items: tuple[str, ...]) -> list[Network]:
+    return [
+        ipaddress.ip_network(item, strict=False) for item in items if not _network_problem(item)
+    ]
+
+
+def _network_problem(item: str) -> str | None:
+    try:
+        ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return f"{item!r} is not a network"
+    return None
+
+
+def _endpoint_problem(item: str) -> str | None:
+    kind = item.split(":", 1)[0]
+    if kind not in ENDPOINT_TYPES:
+        return f"{item!r}: endpoint type {kind!r} is not one of {', '.join(ENDPOINT_TYPES)}"
+    if ":" not in item:
+        return f"{item!r}: an endpoint needs arguments, e.g. tcp:10040:interface=127.0.0.1"
+    return None
+
+
+@dataclass(slots=True)
+class _Getter:
+    """Typed reads from one TOML table, recording a problem per bad value."""
+
+    table: Mapping[str, Any]
+    place: str
+    problems: Problems
+
+    def _bad(self, key: str, reason: str) -> None:
+        self.problems.error(f"{self.place}.{key}", reason)
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._bad(key, f"must be a number, not {value!r}")
+            return default
+        if not low <= value <= high:
+            self._bad(key, f"{value!r} is out of range {low:g}..{high:g}")
+            return default
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            self._bad(key, f"must be true or false, not {value!r}")
+            return default
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.table.get(key, default)
+        if value not in choices:
+            self._bad(key, f"{value!r} is not one of {', '.join(choices)}")
+            return default
+        return str(value)
+
+    def listed(
+        self, key: str, default: tuple[str, ...], check: Callable[[str], str | None]
+    ) -> tuple[str, ...]:
+        value = self.table.get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self._bad(key, "must be a list of strings")
+            return default
+        for index, item in enumerate(value):
+            reason = check(item)
+            if reason:
+                self.problems.error(f"{self.place}.{key}[{index}]", reason)
+        return tuple(value)
+
+    def action(self, key: str, default: Action) -> Action:
+        value = self.table.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self._bad(key, f"must be an action string, not {value!r}")
+            return default
+        try:
+            parsed = parse_action(value)
+        except ReplyError as exc:
+            self._bad(key, str(exc))
+            return default
+        for warning in parsed.warnings:
+            self.problems.warn(f"{self.place}.{key}", warning)
+        return parsed.action
+
+
+__all__ = ["DEFAULT_PATH", "Config", "ConfigError", "DaemonConfig", "load_config"]

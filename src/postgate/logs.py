@@ -1,0 +1,159 @@
+"""structlog setup, and the bridge that routes Twisted's own events into it.
+
+Owns the log line format; everything else only calls ``structlog.get_logger``.
+Request values are only ever rendered as values of keys (JSON-escaped, or
+``repr``-quoted on a console), so no sender, HELO name or recipient can start
+a new line or imitate another field (style.md §2.4).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
+
+import orjson
+import structlog
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
+from zope.interface import provider
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
+
+LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+# sd-daemon(3) priority prefixes: journald turns them into the PRIORITY field,
+# which is what makes `journalctl -p warning -u postgate` work.
+_SD_PREFIX: Final = {
+    "debug": b"<7>",
+    "info": b"<6>",
+    "warning": b"<4>",
+    "error": b"<3>",
+    "critical": b"<2>",
+    "exception": b"<3>",
+}
+
+_TWISTED_LEVELS: Final = {
+    LogLevel.debug: "debug",
+    LogLevel.info: "info",
+    LogLevel.warn: "warning",
+    LogLevel.error: "error",
+    LogLevel.critical: "critical",
+}
+
+
+def journal_wanted(environ: Mapping[str, str], stream: BinaryIO) -> bool:
+    """True when our stdout is the journal stream systemd gave us.
+
+    ``JOURNAL_STREAM`` is ``device:inode`` of that stream; a redirect (say,
+    to a file in a test) changes the inode, and then no prefix is wanted.
+    """
+    value = environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def _orjson_dumps(event: Any, **_kw: Any) -> bytes:
+    return orjson.dumps(event, default=repr)
+
+
+def _prefix_for_journal(_logger: Any, method: str, event: Any) -> Any:
+    return _SD_PREFIX.get(method, b"<6>") + event
+
+
+def _to_text(event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # Surrogate-escaped request bytes must not make orjson raise: show them
+    # as \udcXX escapes instead, which keeps the original byte visible.
+    for key, value in event.items():
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                event[key] = value.encode("utf-8", "backslashreplace").decode("ascii")
+    return event
+
+
+def _sanitise(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    return _to_text(event)
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    *,
+    stream: BinaryIO | None = None,
+    environ: Mapping[str, str] | None = None,
+    cache: bool = True,
+) -> None:
+    """Configure structlog once, for the daemon or a command-line tool.
+
+    ``fmt`` is ``json``, ``console`` or ``auto`` (console on a terminal,
+    JSON lines otherwise, which is what journald and log shippers want).
+    """
+    out = stream if stream is not None else sys.stdout.buffer
+    env = os.environ if environ is None else environ
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.dict_tracebacks if not console else _noop,
+        _sanitise,
+    ]
+    if console:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+        processors.append(_encode_text)
+    else:
+        processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+    if journal_wanted(env, out):
+        processors.append(_prefix_for_journal)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.BytesLoggerFactory(out),
+        cache_logger_on_first_use=cache,
+    )
+
+
+def _noop(_logger: Any, _method: str, event: Any) -> Any:
+    return event
+
+
+def _encode_text(_logger: Any, _method: str, event: Any) -> Any:
+    return event.encode("utf-8", "backslashreplace")
+
+
+@provider(ILogObserver)
+def _twisted_observer(event: Mapping[str, Any]) -> None:
+    level = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), "info")
+    text = formatEvent(event)
+    log = structlog.get_logger("twisted")
+    failure = event.get("log_failure")
+    fields: dict[str, Any] = {"namespace": event.get("log_namespace", "")}
+    if failure is not None:
+        fields["exception"] = failure.getTraceback()
+    getattr(log, level)("twisted", text=text, **fields)
+
+
+def bridge_twisted(level: str = "info") -> None:
+    """Route Twisted's own log events (listening, errors) into structlog."""
+    threshold = LogLevel.levelWithName("warn" if level == "warning" else level)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=threshold)
+    observer = FilteringLogObserver(_twisted_observer, [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -1,0 +1,63 @@
+"""Configuration problems, collected rather than raised one at a time.
+
+An admin who runs ``postgate check`` wants every mistake in one pass, each
+as ``FILE: place: reason``. Loaders therefore add to a `Problems` collector
+and keep going; only the top-level loader turns a non-empty collector into a
+`ConfigError`. This module imports nothing from postgate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One mistake in one file, at one place (``rules[3].client_address``)."""
+
+    file: str
+    place: str
+    reason: str
+
+    def __str__(self) -> str:
+        if self.place:
+            return f"{self.file}: {self.place}: {self.reason}"
+        return f"{self.file}: {self.reason}"
+
+
+@dataclass(slots=True)
+class Problems:
+    """Errors and warnings found while loading one configuration."""
+
+    file: str
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def error(self, place: str, reason: str, *, file: str | None = None) -> None:
+        self.errors.append(Problem(file or self.file, place, reason))
+
+    def warn(self, place: str, reason: str, *, file: str | None = None) -> None:
+        self.warnings.append(Problem(file or self.file, place, reason))
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError(tuple(self.errors), tuple(self.warnings))
+
+
+class ConfigError(Exception):
+    """A configuration that must not be used; carries every problem found."""
+
+    def __init__(self, errors: tuple[Problem, ...], warnings: tuple[Problem, ...] = ()) -> None:
+        super().__init__("\n".join(str(p) for p in errors))
+        self.errors = errors
+        self.warnings = warnings
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.errors)

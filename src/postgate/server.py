@@ -1,0 +1,194 @@
+"""The thin Twisted layer: bytes in, decisions out, one reply per request.
+
+`PolicyProtocol` frames with the sans-IO `Decoder`, asks the current
+`Ruleset` (through `Answerer`) and writes the reply at once, so replies leave
+in request order. It never closes an idle connection: Postfix pays a one
+second retry for every connection it finds closed (policy-protocol.md §1).
+Decisions live in `postgate.rules`; nothing here knows a rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
+
+from postgate.protocol import Decoder, ProtocolError
+from postgate.replies import DUNNO
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+    from twisted.python.failure import Failure
+
+    from postgate.config import Config
+    from postgate.protocol import PolicyRequest
+
+log = structlog.get_logger("postgate")
+
+# Attributes copied into the `decision` event; values are request data and
+# only ever appear as JSON values, never in the event name (style.md §2.4).
+_LOGGED = ("protocol_state", "client_address", "sender", "recipient")
+
+
+class Answerer:
+    """Turns a request into reply bytes under the current configuration.
+
+    Holds the one reference a reload swaps; a request sees either the old or
+    the new config, never a mixture.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.answered = 0
+        self.errors = 0
+
+    def answer(self, request: PolicyRequest) -> bytes:
+        start = time.perf_counter_ns()
+        config = self.config
+        try:
+            decision = config.ruleset.decide(request)
+            action, rule = decision.action, decision.rule
+            wire = action.encode_for(request, rule)
+        except Exception:  # any rule bug must still get an answer
+            self.errors += 1
+            action, rule = config.daemon.on_error, "ON_ERROR"
+            wire = action.encode_for(request, rule)
+            log.exception("evaluation_failed", **_fields(request))
+        line = action.line
+        if config.daemon.dry_run:
+            wire = DUNNO.wire
+        self.answered += 1
+        log.info(
+            "decision",
+            rule=rule,
+            action=line,
+            dry_run=config.daemon.dry_run,
+            us=(time.perf_counter_ns() - start) // 1000,
+            **_fields(request),
+        )
+        return wire
+
+
+def _fields(request: PolicyRequest) -> dict[str, str]:
+    return {name: request.get(name) for name in _LOGGED}
+
+
+class PolicyProtocol(Protocol):
+    """One Postfix connection: lock-step requests and replies."""
+
+    def __init__(self, factory: PolicyFactory, peer: str) -> None:
+        self._factory = factory
+        self._decoder = Decoder(factory.answerer.config.daemon.limits)
+        self._peer = peer
+        self._timer: IDelayedCall | None = None
+        self._closing = False
+
+    def connectionMade(self) -> None:
+        self._factory.connections.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            requests = self._decoder.feed(data)
+        except ProtocolError as exc:
+            log.warning("protocol_error", peer=self._peer, reason=str(exc))
+            self._cancel_timer()
+            self.transport.loseConnection()  # type: ignore[attr-defined]
+            return
+        answer = self._factory.answerer.answer
+        write = self.transport.write  # type: ignore[attr-defined]
+        for request in requests:
+            write(answer(request))
+        self._watch_partial()
+
+    def _watch_partial(self) -> None:
+        if not self._decoder.pending:
+            self._cancel_timer()
+            if self._closing:
+                self.transport.loseConnection()  # type: ignore[attr-defined]
+        elif self._timer is None:
+            timeout = self._factory.answerer.config.daemon.request_timeout
+            self._timer = self._factory.reactor.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        log.warning("request_timeout", peer=self._peer, pending_bytes=self._decoder.pending)
+        self.transport.loseConnection()  # type: ignore[attr-defined]
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def close_when_idle(self) -> None:
+        """Close after the request in progress, if any, has been answered."""
+        self._closing = True
+        if not self._decoder.pending:
+            self.transport.loseConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: ARG002
+        self._cancel_timer()
+        self._factory.connections.discard(self)
+        self._factory.connection_lost()
+
+
+class PolicyFactory(Factory):
+    """Accepts connections (subject to the allow list) for one `Answerer`."""
+
+    def __init__(self, answerer: Answerer, reactor: IReactorTime) -> None:
+        self.answerer = answerer
+        self.reactor = reactor
+        self.connections: set[PolicyProtocol] = set()
+        self._drained: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress) -> PolicyProtocol | None:  # type: ignore[override]
+        daemon = self.answerer.config.daemon
+        peer = _describe(addr)
+        if isinstance(addr, IPv4Address | IPv6Address) and not _allowed(addr.host, daemon.allow):
+            log.warning("connection_refused", peer=peer, reason="not in daemon.allow")
+            return None
+        if len(self.connections) >= daemon.max_connections:
+            log.warning("connection_refused", peer=peer, reason="daemon.max_connections reached")
+            return None
+        return PolicyProtocol(self, peer)
+
+    def drain(self) -> Deferred[None]:
+        """Close every connection once its current request is answered."""
+        for protocol in list(self.connections):
+            protocol.close_when_idle()
+        if not self.connections:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._drained.append(waiter)
+        return waiter
+
+    def connection_lost(self) -> None:
+        if not self.connections:
+            waiters, self._drained = self._drained, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+
+def _describe(addr: IAddress) -> str:
+    if isinstance(addr, IPv4Address | IPv6Address):
+        return f"{addr.host}:{addr.port}"
+    name: Any = getattr(addr, "name", None)
+    return str(name.decode() if isinstance(name, bytes) else name or "unix")
+
+
+def _allowed(host: str, allow: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in allow)
+
+
+__all__ = ["Answerer", "PolicyFactory", "PolicyProtocol"]

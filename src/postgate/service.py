@@ -1,0 +1,156 @@
+"""Compose the daemon: listeners, reload, watchdog, orderly shutdown.
+
+The reactor is a parameter so tests can pass their own; only `postgate.cli`
+touches the global one. Listeners are built with `strports.service`, which
+raises a bind failure at start instead of logging it while the daemon runs
+deaf (style.md §1 A2).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+from twisted.application import strports
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet.threads import deferToThread
+
+from postgate.config import load_config
+from postgate.problems import ConfigError
+from postgate.server import Answerer, PolicyFactory
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorCore
+
+    from postgate.config import Config
+
+log = structlog.get_logger("postgate")
+
+STATUS_EVERY = 10.0
+
+
+class Notify(Protocol):
+    """What the daemon tells its supervisor; `postgate.systemd.Notifier` fits."""
+
+    def ready(self, status: str) -> None: ...
+    def reloading(self) -> None: ...
+    def status(self, text: str) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog_interval(self) -> float | None: ...
+    def ping(self) -> None: ...
+
+
+class Daemon:
+    """One running postgate: its listeners and its current configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: IReactorCore,
+        notify: Notify,
+        listen: tuple[str, ...] = (),
+    ) -> None:
+        self.answerer = Answerer(config)
+        self.reactor = reactor
+        self.notify = notify
+        self.factory = PolicyFactory(self.answerer, reactor)  # type: ignore[arg-type]
+        self.listen = listen or config.daemon.listen
+        self.services = MultiService()
+        self.listeners = MultiService()
+        self.listeners.setServiceParent(self.services)
+        self.timers = MultiService()
+        self.timers.setServiceParent(self.services)
+        for endpoint in self.listen:
+            strports.service(endpoint, self.factory, reactor=reactor).setServiceParent(
+                self.listeners
+            )
+        self._add_timers()
+        self._reloading = False
+
+    def _add_timers(self) -> None:
+        TimerService(STATUS_EVERY, self._report_status).setServiceParent(self.timers)
+        interval = self.notify.watchdog_interval()
+        if interval:
+            TimerService(interval, self.notify.ping).setServiceParent(self.timers)
+
+    def start(self) -> None:
+        """Bind every listener or raise; then tell the supervisor we are ready."""
+        self.services.startService()
+        config = self.answerer.config
+        log.info(
+            "started",
+            listen=list(self.listen),
+            config=str(config.path),
+            rules=config.ruleset.rule_count,
+            digest=config.ruleset.digest,
+        )
+        for warning in config.warnings:
+            log.warning("config_warning", problem=str(warning))
+        self.notify.ready(self._status())
+
+    def _status(self) -> str:
+        ruleset = self.answerer.config.ruleset
+        return (
+            f"{ruleset.rule_count} rules ({ruleset.digest}), "
+            f"{self.answerer.answered} requests answered, "
+            f"{len(self.factory.connections)} connections"
+        )
+
+    def _report_status(self) -> None:
+        self.notify.status(self._status())
+
+    def reload(self) -> Deferred[None]:
+        """Load the config file again in a thread; swap it in only if valid."""
+        path = self.answerer.config.path
+        self.notify.reloading()
+        started = time.monotonic()
+        loading = deferToThread(load_config, path)
+        loading.addCallbacks(self._swap, self._keep, callbackArgs=(started,))
+        loading.addBoth(lambda _: self.notify.ready(self._status()))
+        return loading
+
+    def _swap(self, config: Config, started: float) -> None:
+        old = self.answerer.config
+        self.answerer.config = config
+        log.info(
+            "config_reloaded",
+            config=str(config.path),
+            rules=config.ruleset.rule_count,
+            digest=config.ruleset.digest,
+            previous_digest=old.ruleset.digest,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        for warning in config.warnings:
+            log.warning("config_warning", problem=str(warning))
+        if config.daemon.listen != old.daemon.listen:
+            log.warning("listen_change_needs_restart", listen=list(config.daemon.listen))
+
+    def _keep(self, failure: object) -> None:
+        value = getattr(failure, "value", None)
+        if isinstance(value, ConfigError):
+            log.error(
+                "config_reload_failed",
+                config=str(self.answerer.config.path),
+                errors=[str(p) for p in value.errors],
+                kept_digest=self.answerer.config.ruleset.digest,
+            )
+        else:
+            log.error("config_reload_failed", error=repr(value))
+
+    def stop(self) -> Deferred[None]:
+        """Stop accepting, answer what is in flight, close, within the timeout."""
+        self.notify.stopping()
+        log.info("stopping", connections=len(self.factory.connections))
+        stopped = self.listeners.stopService()
+        stopped.addCallback(lambda _: self.factory.drain())
+        timeout = self.answerer.config.daemon.shutdown_timeout
+        stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)  # type: ignore[arg-type]
+        stopped.addBoth(lambda _: self.timers.stopService())
+        stopped.addCallback(lambda _: log.info("stopped", answered=self.answerer.answered))
+        return stopped
+
+    def _drain_timeout(self, _result: object, timeout: float) -> None:
+        log.warning("drain_timeout", seconds=timeout, connections=len(self.factory.connections))
