@@ -90,6 +90,11 @@ class PolicyProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._factory.connections.add(self)
+        # Lock-step request/reply is the classic Nagle + delayed-ACK trap;
+        # a reply is one small write, so send it at once.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
 
     def dataReceived(self, data: bytes) -> None:
         try:

@@ -100,9 +100,18 @@ class Daemon:
 
 
 def connect(address: tuple[str, int] | str, family: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(address)
+    """Connect like Postfix does: a full listen queue is retried, not fatal."""
+    for _ in range(100):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        try:
+            sock.connect(address)
+            break
+        except BlockingIOError:  # UNIX listen backlog full: try again shortly
+            sock.close()
+            time.sleep(0.01)
+    else:
+        raise ConnectionError(f"{address}: listen queue stayed full")
     if family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock

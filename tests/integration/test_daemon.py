@@ -29,7 +29,7 @@ action = "550 5.7.1 {word} {{recipient}}"
 """
 
 
-def write_config(tmp_path: Path, port: int, word: str = "echo", level: str = "warning") -> Path:
+def write_config(tmp_path: Path, port: int, word: str = "echo", level: str = "info") -> Path:
     path = tmp_path / "postgate.toml"
     path.write_text(ECHO.format(port=port, word=word, level=level))
     return path
