@@ -73,8 +73,13 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `codes` parses its own options (-h, --named, ...); argparse would
+    # reject them before they reach it.
+    if argv[:1] == ["codes"]:
+        return _codes(argv[1:])
     args = _parser().parse_args(argv)
-    command = {"run": _run, "check": _check, "show": _show, "codes": _codes}[args.command]
+    command = {"run": _run, "check": _check, "show": _show}[args.command]
     return command(args)
 
 
@@ -111,10 +116,10 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _codes(args: argparse.Namespace) -> int:
+def _codes(argv: list[str]) -> int:
     from postgate.codes import main as codes_main
 
-    return codes_main(list(args.query), sys.stdout)
+    return codes_main(argv, sys.stdout)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import orjson
@@ -67,28 +68,52 @@ def journal_wanted(environ: Mapping[str, str], stream: BinaryIO) -> bool:
     return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
-def _orjson_dumps(event: Any, **_kw: Any) -> bytes:
-    return orjson.dumps(event, default=repr)
+def _render_json(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(event, default=repr)
+    except TypeError:
+        # Surrogate-escaped request bytes are not valid UTF-8; show them as
+        # \udcXX escapes, which keeps the original byte visible. Only this
+        # rare path pays for the scan.
+        return orjson.dumps(_escape_surrogates(event), default=repr)
+
+
+def _escape_surrogates(event: MutableMapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        if isinstance(value, str)
+        else value
+        for key, value in event.items()
+    }
+
+
+class _Timestamp:
+    """ISO-8601 UTC timestamps with milliseconds, formatted once per second.
+
+    structlog's TimeStamper builds a datetime per event; on the per-request
+    path that costs more than rendering the rest of the line.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        return event
 
 
 def _prefix_for_journal(_logger: Any, method: str, event: Any) -> Any:
     return _SD_PREFIX.get(method, b"<6>") + event
 
 
-def _to_text(event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    # Surrogate-escaped request bytes must not make orjson raise: show them
-    # as \udcXX escapes instead, which keeps the original byte visible.
-    for key, value in event.items():
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                event[key] = value.encode("utf-8", "backslashreplace").decode("ascii")
-    return event
-
-
-def _sanitise(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
-    return _to_text(event)
+def _console_safe(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    return _escape_surrogates(event)
 
 
 def configure(
@@ -107,18 +132,11 @@ def configure(
     out = stream if stream is not None else sys.stdout.buffer
     env = os.environ if environ is None else environ
     console = fmt == "console" or (fmt == "auto" and out.isatty())
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.dict_tracebacks if not console else _noop,
-        _sanitise,
-    ]
+    processors: list[Any] = [structlog.processors.add_log_level, _Timestamp()]
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
-        processors.append(_encode_text)
+        processors += [_console_safe, structlog.dev.ConsoleRenderer(colors=False), _encode_text]
     else:
-        processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+        processors += [structlog.processors.dict_tracebacks, _render_json]
     if journal_wanted(env, out):
         processors.append(_prefix_for_journal)
     structlog.configure(
@@ -131,10 +149,6 @@ def configure(
     )
 
 
-def _noop(_logger: Any, _method: str, event: Any) -> Any:
-    return event
-
-
 def _encode_text(_logger: Any, _method: str, event: Any) -> Any:
     return event.encode("utf-8", "backslashreplace")
 
@@ -142,7 +156,7 @@ def _encode_text(_logger: Any, _method: str, event: Any) -> Any:
 @provider(ILogObserver)
 def _twisted_observer(event: Mapping[str, Any]) -> None:
     level = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), "info")
-    text = formatEvent(event)
+    text = formatEvent(dict(event))
     log = structlog.get_logger("twisted")
     failure = event.get("log_failure")
     fields: dict[str, Any] = {"namespace": event.get("log_namespace", "")}

@@ -23,7 +23,10 @@ from postgate.server import Answerer, PolicyFactory
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorCore
+    from twisted.internet.interfaces import IReactorCore, IReactorTime
+
+    class _Reactor(IReactorCore, IReactorTime):
+        """What the daemon needs of a reactor: lifecycle and timers."""
 
     from postgate.config import Config
 
@@ -49,14 +52,14 @@ class Daemon:
     def __init__(
         self,
         config: Config,
-        reactor: IReactorCore,
+        reactor: _Reactor,
         notify: Notify,
         listen: tuple[str, ...] = (),
     ) -> None:
-        self.answerer = Answerer(config)
+        self.answerer = Answerer(config, structlog.get_logger("postgate").bind())
         self.reactor = reactor
         self.notify = notify
-        self.factory = PolicyFactory(self.answerer, reactor)  # type: ignore[arg-type]
+        self.factory = PolicyFactory(self.answerer, reactor)
         self.listen = listen or config.daemon.listen
         self.services = MultiService()
         self.listeners = MultiService()
@@ -108,9 +111,9 @@ class Daemon:
         self.notify.reloading()
         started = time.monotonic()
         loading = deferToThread(load_config, path)
-        loading.addCallbacks(self._swap, self._keep, callbackArgs=(started,))
-        loading.addBoth(lambda _: self.notify.ready(self._status()))
-        return loading
+        swapped = loading.addCallbacks(self._swap, self._keep, callbackArgs=(started,))
+        swapped.addBoth(lambda _: self.notify.ready(self._status()))
+        return swapped
 
     def _swap(self, config: Config, started: float) -> None:
         old = self.answerer.config
@@ -144,13 +147,15 @@ class Daemon:
         """Stop accepting, answer what is in flight, close, within the timeout."""
         self.notify.stopping()
         log.info("stopping", connections=len(self.factory.connections))
-        stopped = self.listeners.stopService()
+        stopped: Deferred[object] = self.listeners.stopService()
         stopped.addCallback(lambda _: self.factory.drain())
         timeout = self.answerer.config.daemon.shutdown_timeout
-        stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)  # type: ignore[arg-type]
+        stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)
         stopped.addBoth(lambda _: self.timers.stopService())
-        stopped.addCallback(lambda _: log.info("stopped", answered=self.answerer.answered))
-        return stopped
+        return stopped.addCallback(self._stopped)
+
+    def _stopped(self, _: object) -> None:
+        log.info("stopped", answered=self.answerer.answered)
 
     def _drain_timeout(self, _result: object, timeout: float) -> None:
         log.warning("drain_timeout", seconds=timeout, connections=len(self.factory.connections))

@@ -124,7 +124,9 @@ class TestLimits:
         """A TCP peer not in daemon.allow is disconnected before any request is read."""
         port = free_port()
         config = write_config(tmp_path, port)
-        config.write_text(config.read_text().replace("[daemon]", '[daemon]\nallow = ["10.0.0.0/8"]'))
+        config.write_text(
+            config.read_text().replace("[daemon]", '[daemon]\nallow = ["10.0.0.0/8"]')
+        )
         with Daemon(config) as daemon:
             sock = connect(("127.0.0.1", port), socket.AF_INET)
             sock.sendall(encode_request(request("d@x")))

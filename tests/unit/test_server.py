@@ -42,7 +42,9 @@ def make_factory(**daemon: object) -> tuple[PolicyFactory, MemoryReactorClock]:
     return PolicyFactory(Answerer(config), reactor), reactor
 
 
-def connect(factory: PolicyFactory, host: str = "127.0.0.1") -> tuple[PolicyProtocol, StringTransport]:
+def connect(
+    factory: PolicyFactory, host: str = "127.0.0.1"
+) -> tuple[PolicyProtocol, StringTransport]:
     proto = factory.buildProtocol(IPv4Address("TCP", host, 5555))
     assert proto is not None
     transport = StringTransport()
