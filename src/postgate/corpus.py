@@ -1,0 +1,126 @@
+"""Request files ("policy files"): Postfix's own wire format plus expectations.
+
+A file is blocks of ``name=value`` lines separated by an empty line, exactly
+what Postfix sends (policy-protocol.md §2.1), so a request copied from a
+capture pastes in as is. ``#`` lines are comments; inside a block a few of
+them carry meaning (issue 5 item 1)::
+
+    # name: bounce to a local user
+    # expect: DUNNO
+    # expect-rule: LOCAL_RECIPIENT
+    # time: 2026-03-01T12:00:00Z
+
+Files are read as UTF-8 with ``surrogateescape``, like the daemon reads the
+socket, so a recorded request with broken bytes replays unchanged. A file
+that is not in this shape raises `CorpusError` naming file and line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from postgate.protocol import PolicyRequest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+_SPECIAL: Final = ("expect", "expect-rule", "name", "time")
+
+
+class CorpusError(ValueError):
+    """A request file that cannot be read as requests; names file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One request with what it is expected to get (when the file says so)."""
+
+    request: PolicyRequest
+    expect: str | None
+    expect_rule: str | None
+    name: str
+    source: str
+    line: int
+    time: float | None = None
+
+
+@dataclass(slots=True)
+class _Block:
+    source: str
+    line: int
+    attrs: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def add_comment(self, text: str, number: int) -> None:
+        key, colon, value = text.lstrip("#").strip().partition(":")
+        key = key.strip().lower()
+        if not colon or key not in _SPECIAL:
+            return
+        if key in self.notes:
+            raise CorpusError(f"{self.source}:{number}: second '# {key}:' in one request")
+        self.notes[key] = value.strip()
+
+    def add_attribute(self, text: str, number: int) -> None:
+        name, sep, value = text.partition("=")
+        if not sep or not name or name != name.strip():
+            raise CorpusError(f"{self.source}:{number}: expected name=value, got {text[:60]!r}")
+        self.attrs[name] = value  # the last of a repeated name wins, as in protocol.py
+
+    def case(self) -> Case | None:
+        if not self.attrs:
+            if "expect" in self.notes or "expect-rule" in self.notes:
+                raise CorpusError(f"{self.source}:{self.line}: an expectation without a request")
+            return None
+        notes = self.notes
+        name = notes.get("name") or f"{self.source}:{self.line}"
+        expect = notes.get("expect")
+        if expect is not None:
+            expect = expect.removeprefix("action=")
+        time = _time(notes["time"], self.source, self.line) if "time" in notes else None
+        request = PolicyRequest(self.attrs)
+        return Case(request, expect, notes.get("expect-rule"), name, self.source, self.line, time)
+
+
+def _time(text: str, source: str, line: int) -> float:
+    """Unix seconds, or ISO-8601 (a time without zone is taken as UTC)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CorpusError(
+            f"{source}:{line}: '# time: {text}' is not unix seconds or ISO-8601"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def parse_policy_text(text: str, source: str = "<text>") -> list[Case]:
+    """Every request block of ``text``, in file order."""
+    cases: list[Case] = []
+    block: _Block | None = None
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
+        if not line:
+            found = block.case() if block else None
+            cases.extend([found] if found else [])
+            block = None
+            continue
+        block = block or _Block(source, number)
+        if line.startswith("#"):
+            block.add_comment(line, number)
+        else:
+            block.add_attribute(line, number)
+    found = block.case() if block else None
+    return [*cases, found] if found else cases
+
+
+def read_policy_file(path: Path) -> list[Case]:
+    """Read one request file; OSError passes through, bad content is a CorpusError."""
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    return parse_policy_text(text, str(path))

@@ -1,0 +1,11 @@
+"""The rule engine: compile rules and lists once, decide each request.
+
+Public surface (notes/contracts.md): `compile_ruleset`, `Ruleset`,
+`Decision`. Nothing in this package imports Twisted or does I/O per request;
+list files are read only while compiling.
+"""
+
+from postgate.rules.compile import compile_ruleset
+from postgate.rules.engine import DEFAULT_RULE, Decision, Ruleset
+
+__all__ = ["DEFAULT_RULE", "Decision", "Ruleset", "compile_ruleset"]

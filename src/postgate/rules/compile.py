@@ -1,0 +1,251 @@
+"""From the ``[lists]`` and ``[[rules]]`` of a config to a `Ruleset`.
+
+Every problem goes into the caller's `Problems` with its place
+(``rules[3].helo_name.regex``) and compiling goes on, so one ``postgate
+check`` shows every mistake; the returned Ruleset is then only for the
+caller to throw away. Places count rules from 0, like TOML array indexes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from postgate.replies import Action, ReplyError, named_reply, parse_action
+from postgate.rules import match
+from postgate.rules.attributes import KNOWN, STATES
+from postgate.rules.conditions import Context, attribute_error, compile_condition
+from postgate.rules.engine import DEFAULT_RULE, Group, Node, Rule, Ruleset
+from postgate.rules.facts import fold
+from postgate.rules.lists import load_lists
+from postgate.rules.shortcuts import SHORTCUTS, Expansion, expand
+from postgate.rules.tables import suggest
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
+    from postgate.problems import Problems
+    from postgate.rules.match import Condition
+
+RULE_KEYS: Final = ("id", "action", "reply", "state", "rules", "default", "default_reply")
+MAX_DEPTH: Final = 4
+_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _states(states: Sequence[str]) -> Condition:
+    return match.equals("protocol_state", [fold("protocol_state", s) for s in states], states)
+
+
+def compile_ruleset(doc: Mapping[str, Any], base_dir: Path, problems: Problems) -> Ruleset:
+    """Compile ``doc["lists"]`` and ``doc["rules"]``; other keys are not ours."""
+    lists = load_lists(doc.get("lists"), base_dir, problems)
+    compiler = _Compiler(Context(lists, problems))
+    raw = doc.get("rules", [])
+    if not isinstance(raw, list):
+        problems.error("rules", "must be an array of tables ([[rules]])")
+        raw = []
+    nodes = compiler.nodes(raw, "rules", 0)
+    for name in sorted(set(lists) - compiler.ctx.used):
+        problems.warn(f"lists.{name}", "no rule uses this list")
+    return Ruleset(nodes, lists)
+
+
+@dataclass(slots=True)
+class _Compiler:
+    ctx: Context
+    ids: set[str] = field(default_factory=set)
+
+    def nodes(self, raw: list[Any], place: str, depth: int) -> tuple[Node, ...]:
+        built = []
+        for index, table in enumerate(raw):
+            where = f"{place}[{index}]"
+            errors = len(self.ctx.problems.errors)
+            node = self.node(table, where, depth)
+            if node is not None:
+                built.append(node)
+            if node is not None and errors == len(self.ctx.problems.errors):
+                self._warn_unreachable(node, raw, index, where)
+        return tuple(built)
+
+    def _warn_unreachable(self, node: Node, raw: list[Any], index: int, place: str) -> None:
+        if isinstance(node, Rule) and not node.conditions and index + 1 < len(raw):
+            self.ctx.problems.warn(place, f"{node.id} always matches: the rules after it never run")
+
+    def node(self, table: Any, place: str, depth: int) -> Node | None:
+        if not isinstance(table, dict):
+            self.ctx.error(place, "a rule must be a table ([[rules]])")
+            return None
+        rule_id = self._id(table, place)
+        self._check_keys(table, place)
+        shortcut = self._shortcut(table, place)
+        conditions = self._conditions(table, place, shortcut)
+        if "rules" in table:
+            return self._group(table, place, depth, rule_id, conditions)
+        action = self._rule_action(table, place, shortcut)
+        if rule_id is None or conditions is None or action is None:
+            return None
+        kind = next((key for key in SHORTCUTS if key in table), "")
+        return Rule(rule_id, conditions, action, kind)
+
+    def _id(self, table: Mapping[str, Any], place: str) -> str | None:
+        rule_id = table.get("id")
+        if not isinstance(rule_id, str) or not _ID.fullmatch(rule_id):
+            shown = "missing" if rule_id is None else repr(rule_id)
+            self.ctx.error(
+                f"{place}.id", f"{shown}: give every rule an id of letters, digits, _ . -"
+            )
+            return None
+        if rule_id in self.ids or rule_id == DEFAULT_RULE:
+            self.ctx.error(f"{place}.id", f"{rule_id!r} is already used; ids must be unique")
+            return None
+        self.ids.add(rule_id)
+        return rule_id
+
+    def _check_keys(self, table: Mapping[str, Any], place: str) -> None:
+        known = RULE_KEYS + SHORTCUTS
+        for key in table:
+            if key in known or key in KNOWN:
+                continue
+            hint = suggest(key, known)
+            reason = f"unknown key{hint}" if hint else attribute_error(key)
+            self.ctx.error(f"{place}.{key}", reason)
+        found = [key for key in SHORTCUTS if key in table]
+        if len(found) > 1:
+            self.ctx.error(place, f"one shortcut per rule, not {' and '.join(found)}")
+
+    def _shortcut(self, table: Mapping[str, Any], place: str) -> Expansion | bool | None:
+        """The expansion, False when the rule has none, None when it is broken."""
+        for key in SHORTCUTS:
+            if key in table:
+                return expand(key, table[key], f"{place}.{key}", self.ctx)
+        return False
+
+    def _conditions(
+        self, table: Mapping[str, Any], place: str, shortcut: Expansion | bool | None
+    ) -> tuple[Condition, ...] | None:
+        found: list[Condition | None] = []
+        if "state" in table:
+            found.append(self._state(table["state"], f"{place}.state"))
+        elif isinstance(shortcut, Expansion) and shortcut.states:
+            found.append(_states(shortcut.states))
+        if isinstance(shortcut, Expansion):
+            found += shortcut.conditions
+        for key, value in table.items():
+            if key in KNOWN:
+                found.append(compile_condition(key, value, f"{place}.{key}", self.ctx))
+        if shortcut is None or any(c is None for c in found):
+            return None
+        return tuple(c for c in found if c is not None)
+
+    def _state(self, value: Any, place: str) -> Condition | None:
+        states = [value] if isinstance(value, str) else value
+        if not isinstance(states, list) or not states:
+            self.ctx.error(place, f"must be a state or a list of: {', '.join(STATES)}")
+            return None
+        good = []
+        for item in states:
+            state = item.upper() if isinstance(item, str) else item
+            if state not in STATES:
+                hint = suggest(str(state), STATES)
+                self.ctx.error(place, f"{item!r} is not a protocol state{hint}; see {STATES}")
+            else:
+                good.append(state)
+        if len(good) != len(states):
+            return None
+        return _states(good)
+
+    def _group(
+        self,
+        table: Mapping[str, Any],
+        place: str,
+        depth: int,
+        rule_id: str | None,
+        conditions: tuple[Condition, ...] | None,
+    ) -> Group | None:
+        for key in ("action", "reply", *SHORTCUTS):
+            if key in table:
+                self.ctx.error(
+                    f"{place}.{key}",
+                    "a group has no own action or shortcut; "
+                    "put it in a rule inside, or use default = ...",
+                )
+        children_raw = table["rules"]
+        if depth + 1 >= MAX_DEPTH:
+            self.ctx.error(f"{place}.rules", f"groups nest at most {MAX_DEPTH} deep")
+            return None
+        if not isinstance(children_raw, list) or not children_raw:
+            self.ctx.error(f"{place}.rules", "must be a non-empty array of rules ([[...rules]])")
+            return None
+        children = self.nodes(children_raw, f"{place}.rules", depth + 1)
+        default = self._one_action(table, place, ("default", "default_reply"), required=False)
+        if rule_id is None or conditions is None or default is False:
+            return None
+        return Group(
+            rule_id, conditions, children, default if isinstance(default, Action) else None
+        )
+
+    def _rule_action(
+        self, table: Mapping[str, Any], place: str, shortcut: Expansion | bool | None
+    ) -> Action | None:
+        for key in ("default", "default_reply"):
+            if key in table:
+                self.ctx.error(f"{place}.{key}", "only a group (with rules = [...]) has a default")
+        required = shortcut is False  # a broken shortcut was reported already
+        found = self._one_action(table, place, ("action", "reply"), required=required)
+        if isinstance(found, Action):
+            return found
+        if found is None and isinstance(shortcut, Expansion):
+            return self._default(shortcut, place)
+        return None
+
+    def _default(self, shortcut: Expansion, place: str) -> Action | None:
+        key, value = shortcut.default
+        found = self._named(value, place) if key == "reply" else self._literal(value, place)
+        return found if isinstance(found, Action) else None
+
+    def _one_action(
+        self, table: Mapping[str, Any], place: str, keys: tuple[str, str], *, required: bool
+    ) -> Action | bool | None:
+        """The action under ``keys`` (literal, named); None if absent, False if broken."""
+        literal, named = keys
+        if literal in table and named in table:
+            self.ctx.error(place, f"give either {literal} or {named}, not both")
+            return False
+        if literal in table:
+            return self._parsed(table[literal], f"{place}.{literal}")
+        if named in table:
+            return self._named(table[named], f"{place}.{named}")
+        if required:
+            self.ctx.error(
+                place, f'needs an action: {literal} = "554 5.7.1 ..." or {named} = "NAME"'
+            )
+            return False
+        return None
+
+    def _parsed(self, value: Any, place: str) -> Action | bool:
+        if not isinstance(value, str):
+            self.ctx.error(place, f"must be an action string, not {value!r}")
+            return False
+        return self._literal(value, place) or False
+
+    def _literal(self, text: str, place: str) -> Action | None:
+        try:
+            parsed = parse_action(text)
+        except ReplyError as exc:
+            self.ctx.error(place, str(exc))
+            return None
+        for warning in parsed.warnings:
+            self.ctx.problems.warn(place, warning)
+        return parsed.action
+
+    def _named(self, value: Any, place: str) -> Action | bool:
+        if not isinstance(value, str):
+            self.ctx.error(place, f"must be the name of a reply, not {value!r}")
+            return False
+        try:
+            return named_reply(value)
+        except ReplyError as exc:
+            self.ctx.error(place, str(exc))
+            return False

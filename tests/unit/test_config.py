@@ -1,0 +1,134 @@
+"""Configuration loading and `postgate check`: every problem as FILE: place: reason."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from postgate.cli import EX_CONFIG, main
+from postgate.config import DEFAULT_LISTEN, load_config
+from postgate.problems import ConfigError
+
+
+def run_check(path: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(["check", "-c", str(path)])
+    return status, out.getvalue(), err.getvalue()
+
+
+GOOD = """\
+[daemon]
+listen = ["tcp:10040:interface=127.0.0.1"]
+
+[lists.mynetworks]
+type = "network"
+items = ["127.0.0.0/8"]
+
+[[rules]]
+id = "TRUSTED"
+client_address = { list = "mynetworks" }
+action = "OK"
+"""
+
+# (config text, expected place, a phrase of the reason)
+BROKEN = [
+    ("[daemon\nlisten = 1\n", "", "not valid TOML"),
+    ("[deamon]\n", "deamon", "did you mean 'daemon'"),
+    ('[daemon]\nlisten = ["udp:53"]\n', "daemon.listen[0]", "endpoint type 'udp'"),
+    ('[daemon]\nlisten = "tcp:10040"\n', "daemon.listen", "must be a list of strings"),
+    ('[daemon]\nallow = ["10.0.0.0/33"]\n', "daemon.allow[0]", "'10.0.0.0/33' is not a network"),
+    (
+        "[daemon]\nmax_line_bytes = 1000000\nmax_request_bytes = 2000\n",
+        "daemon.max_line_bytes",
+        "must not exceed",
+    ),
+    ("[daemon]\nrequest_timeout = -1\n", "daemon.request_timeout", "out of range"),
+    ('[daemon]\non_error = "550"\n', "daemon.on_error", "550"),
+    ('[daemon]\nlog_level = "loud"\n', "daemon.log_level", "'loud' is not one of"),
+    ("[daemon]\ndry_run = 1\n", "daemon.dry_run", "must be true or false"),
+    ("[daemon]\nlisten_on = []\n", "daemon.listen_on", "did you mean 'listen'"),
+    (
+        (
+            '[[rules]]\nid = "BAD_NET"\n'
+            'client_address = { network = ["10.0.0.0/33"] }\naction = "DUNNO"\n'
+        ),
+        "rules[0].client_address.network[0]",
+        "'10.0.0.0/33' is not a network",
+    ),
+    (
+        '[[rules]]\nid = "MISMATCH"\naction = "554 4.7.1 No"\n',
+        "rules[0].action",
+        "5.7.1",
+    ),
+    (
+        '[lists.gone]\ntype = "domain"\nfile = "no-such-file.txt"\n',
+        "lists.gone.file",
+        "no-such-file.txt",
+    ),
+]
+
+
+class TestLoad:
+    def test_good_config_loads_with_defaults(self, tmp_path: Path) -> None:
+        """A valid file yields a Config whose unset daemon settings are the defaults."""
+        path = tmp_path / "postgate.toml"
+        path.write_text(GOOD)
+        config = load_config(path)
+        assert (DEFAULT_LISTEN, 1, False) == (
+            config.daemon.listen,
+            config.ruleset.rule_count,
+            config.daemon.dry_run,
+        )
+
+    def test_missing_file_is_one_problem(self, tmp_path: Path) -> None:
+        """A file that does not exist is reported with its path, not a traceback."""
+        path = tmp_path / "absent.toml"
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert [f"{path}: cannot read: No such file or directory"] == [
+            str(p) for p in caught.value.errors
+        ]
+
+    def test_all_problems_are_reported_at_once(self, tmp_path: Path) -> None:
+        """Several mistakes in one file are all listed in one pass."""
+        path = tmp_path / "postgate.toml"
+        path.write_text('[daemon]\nlog_level = "loud"\ndry_run = 1\nallow = ["x"]\n')
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        expected = {"daemon.allow[0]", "daemon.log_level", "daemon.dry_run"}
+        assert expected == {p.place for p in caught.value.errors}
+
+
+class TestCheckCommand:
+    @pytest.mark.parametrize(("text", "place", "reason"), BROKEN)
+    def test_broken_config_names_file_place_and_reason(
+        self, tmp_path: Path, text: str, place: str, reason: str
+    ) -> None:
+        """`postgate check` exits 78 and prints FILE: place: reason for the mistake."""
+        path = tmp_path / "postgate.toml"
+        path.write_text(text)
+        status, out, err = run_check(path)
+        prefix = f"error: {path}: {place}: " if place else f"error: {path}: "
+        lines = [line for line in err.splitlines() if line.startswith(prefix)]
+        assert (EX_CONFIG, "") == (status, out)
+        assert lines, err
+        assert reason in lines[0], err
+
+    def test_good_config_exits_zero(self, tmp_path: Path) -> None:
+        """A valid file passes with a one-line summary on stdout."""
+        path = tmp_path / "postgate.toml"
+        path.write_text(GOOD)
+        status, out, err = run_check(path)
+        assert (0, "") == (status, err)
+        assert out.startswith(f"{path}: OK, 1 rules, digest ")
+
+    def test_shipped_configs_pass(self) -> None:
+        """The configs in conf/ are valid as shipped."""
+        root = Path(__file__).resolve().parents[2] / "conf"
+        results = {p.name: run_check(p)[0] for p in sorted(root.rglob("*.toml"))}
+        assert results
+        assert dict.fromkeys(results, 0) == results

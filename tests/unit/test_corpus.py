@@ -1,0 +1,115 @@
+"""Request files: the Postfix wire format with expectations in comments."""
+
+# House style puts the expected value first (`expected == actual`), which SIM300
+# calls a Yoda condition whenever the expectation is a literal.
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from postgate.corpus import CorpusError, parse_policy_text, read_policy_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+TWO = """\
+# a file comment, not a request
+
+# name: first
+# expect: 554 5.7.1 Relay access denied
+# expect-rule: RELAY
+request=smtpd_access_policy
+protocol_state=RCPT
+recipient=a=b@example.org
+
+# time: 1700000000.5
+request=smtpd_access_policy
+sender=
+"""
+
+
+class TestParsing:
+    def test_blocks_become_cases_with_their_expectations(self) -> None:
+        """Two blocks give two cases; the comment-only block is skipped."""
+        first, second = parse_policy_text(TWO, "t.policy")
+        assert (
+            "first",
+            "554 5.7.1 Relay access denied",
+            "RELAY",
+            3,
+            {
+                "request": "smtpd_access_policy",
+                "protocol_state": "RCPT",
+                "recipient": "a=b@example.org",
+            },
+        ) == (first.name, first.expect, first.expect_rule, first.line, first.request.as_dict())
+        assert ("t.policy:10", None, None, 1700000000.5, "") == (
+            second.name,
+            second.expect,
+            second.expect_rule,
+            second.time,
+            second.request["sender"],
+        )
+
+    def test_iso_time_without_zone_is_utc(self) -> None:
+        """`# time: 2023-11-14T22:13:20` is the same instant as 1700000000."""
+        (case,) = parse_policy_text("# time: 2023-11-14T22:13:20\nrequest=smtpd_access_policy\n")
+        assert 1700000000.0 == case.time
+
+    def test_action_prefix_in_expect_is_tolerated(self) -> None:
+        """An expectation pasted from a log (`action=DUNNO`) reads as DUNNO."""
+        (case,) = parse_policy_text("# expect: action=DUNNO\nrequest=x\n")
+        assert "DUNNO" == case.expect
+
+    def test_crlf_files_read_like_lf_files(self) -> None:
+        """A file saved with CRLF gives the same values."""
+        (case,) = parse_policy_text("request=x\r\nsender=a@b\r\n\r\n")
+        assert {"request": "x", "sender": "a@b"} == case.request.as_dict()
+
+    def test_last_of_a_repeated_attribute_wins(self) -> None:
+        """Same rule as the daemon's decoder."""
+        (case,) = parse_policy_text("size=1\nsize=2\n")
+        assert "2" == case.request["size"]
+
+    def test_other_comments_are_ignored(self) -> None:
+        """Free comments inside a block are allowed and carry nothing."""
+        (case,) = parse_policy_text("# seen in prod: yes\n# why not\nrequest=x\n")
+        assert (None, 1) == (case.expect, len(case.request))
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("request=x\nnot an attribute\n", "f.policy:2: expected name=value"),
+            ("request=x\n=value\n", "f.policy:2: expected name=value"),
+            ("# expect: DUNNO\n\nrequest=x\n", "f.policy:1: an expectation without a request"),
+            ("# expect: OK\n# expect: DUNNO\nrequest=x\n", "f.policy:2: second '# expect:'"),
+            ("# time: yesterday\nrequest=x\n", "f.policy:1: '# time: yesterday' is not unix"),
+        ],
+    )
+    def test_malformed_files_name_file_and_line(self, text: str, message: str) -> None:
+        """Every error starts with file:line."""
+        with pytest.raises(CorpusError) as caught:
+            parse_policy_text(text, "f.policy")
+        assert str(caught.value).startswith(message)
+
+
+class TestFiles:
+    def test_invalid_utf8_survives_as_surrogates(self, tmp_path: Path) -> None:
+        """Raw bytes in a recorded request replay unchanged (surrogateescape)."""
+        path = tmp_path / "r.policy"
+        path.write_bytes(b"request=smtpd_access_policy\nhelo_name=\xff\xfe\n\n")
+        (case,) = read_policy_file(path)
+        assert (b"\xff\xfe", str(path)) == (
+            case.request["helo_name"].encode("utf-8", "surrogateescape"),
+            case.source,
+        )
+
+    def test_empty_file_has_no_cases(self, tmp_path: Path) -> None:
+        """An empty file is valid and empty."""
+        path = tmp_path / "e.policy"
+        path.write_text("")
+        assert [] == read_policy_file(path)

@@ -1,0 +1,61 @@
+"""The engine never raises, whatever the request holds (style.md §2.5)."""
+
+# House style puts the expected value first (`expected == actual`), which SIM300
+# calls a Yoda condition whenever the expectation is a literal.
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from postgate.problems import Problems
+from postgate.protocol import PolicyRequest
+from postgate.replies import Action
+from postgate.rules import Ruleset, compile_ruleset
+from postgate.rules.attributes import POSTFIX
+
+REFERENCE = Path(__file__).parents[2] / "conf" / "examples" / "reference.toml"
+
+
+def reference() -> Ruleset:
+    problems = Problems(str(REFERENCE))
+    compiled = compile_ruleset(tomllib.loads(REFERENCE.read_text()), REFERENCE.parent, problems)
+    assert [] == problems.errors
+    return compiled
+
+
+RULESET = reference()
+IDS = {line.strip().split(":")[0] for line in RULESET.describe() if line.startswith("    ")} | {
+    "DEFAULT"
+}
+
+# Text including lone surrogates (what surrogateescape makes of invalid UTF-8).
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
+escaped = st.binary(max_size=300).map(lambda b: b.decode("utf-8", "surrogateescape"))
+tricky = st.sampled_from(
+    [
+        "",
+        "0",
+        "unknown",
+        "::ffff:192.0.2.66",
+        "198.51.100.1",
+        "RCPT",
+        "DATA",
+        "a@example.com",
+        "9" * 50,
+    ]
+)
+values = st.one_of(any_text, escaped, tricky)
+names = st.one_of(st.sampled_from(POSTFIX), any_text)
+
+
+class TestNeverRaises:
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(names, values, max_size=40), st.booleans())
+    def test_arbitrary_requests_get_a_decision(self, attrs: dict[str, str], trace: bool) -> None:
+        """Any attribute dict, hostile values included, yields an Action and a known rule id."""
+        decision = RULESET.decide(PolicyRequest(attrs), trace=trace)
+        assert (True, True) == (isinstance(decision.action, Action), decision.rule in IDS)
