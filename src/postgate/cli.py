@@ -33,6 +33,9 @@ commands:
   check    validate a configuration and print every problem
   show     print the compiled rules in the order the engine uses them
   codes    explain SMTP reply codes and enhanced status codes
+  replay   evaluate recorded requests, print decisions, check expectations
+  diff     replay requests through two configs and report what changes
+  test     run test_*.policy files (recorded requests with expected answers)
 """
 
 
@@ -57,8 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_option(sub.add_parser("check", help="validate a configuration"))
     _config_option(sub.add_parser("show", help="print the compiled rules"))
-    codes = sub.add_parser("codes", help="explain SMTP reply and enhanced status codes")
-    codes.add_argument("query", nargs=argparse.REMAINDER, help="a code, e.g. 552, 5.7.1 or a line")
+    sub.add_parser("codes", help="explain SMTP reply and enhanced status codes (codes -h)")
+    sub.add_parser("replay", help="evaluate recorded requests and check expectations (replay -h)")
+    sub.add_parser("diff", help="show which recorded requests two configs answer differently")
+    sub.add_parser("test", help="run the test_*.policy files beside a config (test -h)")
     return parser
 
 
@@ -74,10 +79,10 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `codes` parses its own options (-h, --named, ...); argparse would
-    # reject them before they reach it.
-    if argv[:1] == ["codes"]:
-        return _codes(argv[1:])
+    # These tools parse their own options (-h, --named, -c twice, ...);
+    # argparse would reject them before they reach the tool.
+    if argv[:1] and argv[0] in _TOOLS:
+        return _TOOLS[argv[0]](argv[1:])
     args = _parser().parse_args(argv)
     command = {"run": _run, "check": _check, "show": _show}[args.command]
     return command(args)
@@ -120,6 +125,27 @@ def _codes(argv: list[str]) -> int:
     from postgate.codes import main as codes_main
 
     return codes_main(argv, sys.stdout)
+
+
+def _replay(argv: list[str]) -> int:
+    from postgate.admin import replay_main
+
+    return replay_main(argv, sys.stdout, sys.stderr, sys.stdin)
+
+
+def _diff(argv: list[str]) -> int:
+    from postgate.admin import diff_main
+
+    return diff_main(argv, sys.stdout, sys.stderr, sys.stdin)
+
+
+def _test(argv: list[str]) -> int:
+    from postgate.admin import test_main
+
+    return test_main(argv, sys.stdout, sys.stderr)
+
+
+_TOOLS: Final = {"codes": _codes, "replay": _replay, "diff": _diff, "test": _test}
 
 
 def _run(args: argparse.Namespace) -> int:
