@@ -170,13 +170,15 @@ def _serve(reactor: Any, config: Config, listen: tuple[str, ...]) -> Deferred[No
     from postgate.service import Daemon
     from postgate.systemd import Notifier
 
-    daemon = Daemon(config, reactor, Notifier.from_environ(), listen)
     try:
+        daemon = Daemon(config, reactor, Notifier.from_environ(), listen)
         daemon.start()
     except Exception as exc:  # noqa: BLE001 - any bind error must end the start loudly
         structlog.get_logger("postgate").error("start_failed", error=str(exc))
         print(f"postgate: cannot start: {exc}", file=sys.stderr)
         return fail(exc)
+    # Both are in place before READY=1, which the daemon sends on the next
+    # reactor turn, after Twisted has installed its own SIGTERM handler.
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload))
     return Deferred()

@@ -1,9 +1,9 @@
 """Compose the daemon: listeners, reload, watchdog, orderly shutdown.
 
 The reactor is a parameter so tests can pass their own; only `postgate.cli`
-touches the global one. Listeners are built with `strports.service`, which
-raises a bind failure at start instead of logging it while the daemon runs
-deaf (style.md §1 A2).
+touches the global one. Listeners are built like `strports.service` (see
+`postgate.systemd.listen_service`), which raises a bind failure at start
+instead of logging it while the daemon runs deaf (style.md §1 A2).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
-from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.threads import deferToThread
@@ -20,13 +19,14 @@ from twisted.internet.threads import deferToThread
 from postgate.config import load_config
 from postgate.problems import ConfigError
 from postgate.server import Answerer, PolicyFactory
+from postgate.systemd import listen_service
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorCore, IReactorTime
+    from twisted.internet.interfaces import IReactorCore, IReactorSocket, IReactorTime
 
-    class _Reactor(IReactorCore, IReactorTime):
-        """What the daemon needs of a reactor: lifecycle and timers."""
+    class _Reactor(IReactorCore, IReactorTime, IReactorSocket):
+        """What the daemon needs of a reactor: lifecycle, timers, adopted sockets."""
 
     from postgate.config import Config
 
@@ -67,9 +67,7 @@ class Daemon:
         self.timers = MultiService()
         self.timers.setServiceParent(self.services)
         for endpoint in self.listen:
-            strports.service(endpoint, self.factory, reactor=reactor).setServiceParent(
-                self.listeners
-            )
+            listen_service(endpoint, self.factory, reactor).setServiceParent(self.listeners)
         self._add_timers()
         self._reloading = False
 
@@ -92,7 +90,9 @@ class Daemon:
         )
         for warning in config.warnings:
             log.warning("config_warning", problem=str(warning))
-        self.notify.ready(self._status())
+        # READY=1 only once the reactor runs, and so once its own SIGTERM
+        # handler is installed: a stop right after readiness must be orderly.
+        self.reactor.callLater(0, lambda: self.notify.ready(self._status()))
 
     def _status(self) -> str:
         ruleset = self.answerer.config.ruleset

@@ -18,13 +18,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from postgate.protocol import encode_request
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
+    from pathlib import Path
 
 START_TIMEOUT = 20.0
 
@@ -49,7 +49,7 @@ class Daemon:
     def __post_init__(self) -> None:
         self.log_path = self.config.with_suffix(".log")
 
-    def start(self) -> Daemon:
+    def start(self) -> Self:
         args = [sys.executable, "-m", "postgate", "run", "-c", str(self.config)]
         for endpoint in self.listen:
             args += ["--listen", endpoint]
@@ -92,7 +92,7 @@ class Daemon:
                 self.proc.wait(timeout)
         return int(self.proc.returncode)
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
@@ -158,7 +158,7 @@ def drive(
     conns = []
     for i in range(connections):
         sock = connect(address, family)
-        sock.setblocking(False)
+        sock.setblocking(False)  # noqa: FBT003 - socket's own API
         conn = _Conn(sock, requests(i))
         conns.append(conn)
         _next(conn)

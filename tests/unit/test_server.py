@@ -29,7 +29,7 @@ class EchoRules:
     rule_count = 1
     digest = "fake"
 
-    def decide(self, request: PolicyRequest, *, trace: bool = False) -> FakeDecision:  # noqa: ARG002
+    def decide(self, request: PolicyRequest, *, trace: bool = False) -> FakeDecision:
         recipient = request.get("recipient")
         if recipient == "boom":
             raise RuntimeError("rule bug")
