@@ -29,7 +29,8 @@ postgate answers Postfix's check_policy_service requests with the decisions of
 the rules in its TOML configuration.
 
 commands:
-  run      run the daemon (foreground; SIGHUP reloads, SIGTERM stops)
+  run      run the daemon (foreground; SIGHUP reloads, SIGUSR1 toggles
+           recording, SIGTERM stops)
   check    validate a configuration and print every problem
   show     print the compiled rules in the order the engine uses them
   codes    explain SMTP reply codes and enhanced status codes
@@ -181,4 +182,5 @@ def _serve(reactor: Any, config: Config, listen: tuple[str, ...]) -> Deferred[No
     # reactor turn, after Twisted has installed its own SIGTERM handler.
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload))
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(daemon.toggle_recording))
     return Deferred()

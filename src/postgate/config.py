@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from postgate.problems import ConfigError, Problem, Problems
 from postgate.protocol import Limits
+from postgate.record import RecordSettings, parse_record_settings
 from postgate.replies import DUNNO, Action, ReplyError, parse_action
 from postgate.rules import Ruleset, compile_ruleset
 
@@ -31,7 +32,7 @@ LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
 ENDPOINT_TYPES: Final = ("tcp", "tcp6", "unix", "systemd")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
-TOP_LEVEL: Final = ("daemon", "lists", "rules")
+TOP_LEVEL: Final = ("daemon", "lists", "rules", "record")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -62,6 +63,7 @@ class Config:
     daemon: DaemonConfig
     ruleset: Ruleset
     warnings: tuple[Problem, ...] = ()
+    record: RecordSettings = RecordSettings()  # noqa: RUF009 - frozen, shared default is safe
 
 
 def load_config(path: Path) -> Config:
@@ -71,9 +73,17 @@ def load_config(path: Path) -> Config:
     problems.raise_if_any()
     _check_keys(doc, TOP_LEVEL, "", problems)
     daemon = _daemon(doc.get("daemon", {}), problems)
+    record = _record(doc.get("record", {}), path.parent, problems)
     ruleset = compile_ruleset(doc, path.parent, problems)
     problems.raise_if_any()
-    return Config(path, daemon, ruleset, tuple(problems.warnings))
+    return Config(path, daemon, ruleset, tuple(problems.warnings), record)
+
+
+def _record(raw: Any, base_dir: Path, p: Problems) -> RecordSettings:
+    if not isinstance(raw, dict):
+        p.error("record", "must be a table ([record])")
+        return RecordSettings()
+    return parse_record_settings(raw, p, base_dir)
 
 
 def _read_toml(path: Path, problems: Problems) -> dict[str, Any]:

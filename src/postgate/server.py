@@ -22,11 +22,14 @@ from postgate.protocol import Decoder, ProtocolError
 from postgate.replies import DUNNO
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
     from twisted.python.failure import Failure
 
     from postgate.config import Config
     from postgate.protocol import PolicyRequest
+    from postgate.record import Recorder
 
 log = structlog.get_logger("postgate")
 
@@ -42,8 +45,16 @@ class Answerer:
     the new config, never a mixture.
     """
 
-    def __init__(self, config: Config, logger: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        logger: Any = None,
+        recorder: Recorder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
+        self.recorder = recorder
+        self._clock = clock
         self.answered = 0
         self.errors = 0
         # The daemon passes a logger bound once after logging is configured,
@@ -64,6 +75,9 @@ class Answerer:
             self._log.exception("evaluation_failed", **_fields(request))
         # What was rendered, templates filled in: `action=` + text + `\n\n`.
         line = wire[7:-2].decode()
+        recorder = self.recorder
+        if recorder is not None and recorder.enabled:
+            recorder.add(request, line, rule, self._clock())
         if config.daemon.dry_run:
             wire = DUNNO.wire
         self.answered += 1

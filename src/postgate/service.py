@@ -18,6 +18,7 @@ from twisted.internet.threads import deferToThread
 
 from postgate.config import load_config
 from postgate.problems import ConfigError
+from postgate.record import Recorder
 from postgate.server import Answerer, PolicyFactory
 from postgate.systemd import listen_service
 
@@ -56,7 +57,8 @@ class Daemon:
         notify: Notify,
         listen: tuple[str, ...] = (),
     ) -> None:
-        self.answerer = Answerer(config, structlog.get_logger("postgate").bind())
+        self.recorder = Recorder(config.record)
+        self.answerer = Answerer(config, structlog.get_logger("postgate").bind(), self.recorder)
         self.reactor = reactor
         self.notify = notify
         self.factory = PolicyFactory(self.answerer, reactor)
@@ -128,6 +130,8 @@ class Daemon:
         )
         for warning in config.warnings:
             log.warning("config_warning", problem=str(warning))
+        if config.record != old.record:
+            self.recorder.reconfigure(config.record)
         if config.daemon.listen != old.daemon.listen:
             log.warning("listen_change_needs_restart", listen=list(config.daemon.listen))
 
@@ -152,10 +156,16 @@ class Daemon:
         timeout = self.answerer.config.daemon.shutdown_timeout
         stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)
         stopped.addBoth(lambda _: self.timers.stopService())
+        # The last flush may wait for the disk: not on the reactor thread.
+        stopped.addBoth(lambda _: deferToThread(self.recorder.close))
         return stopped.addCallback(self._stopped)
 
     def _stopped(self, _: object) -> None:
         log.info("stopped", answered=self.answerer.answered)
+
+    def toggle_recording(self) -> None:
+        """SIGUSR1: recording on if off, off if on (set_enabled logs the new state)."""
+        self.recorder.set_enabled(not self.recorder.enabled)
 
     def _drain_timeout(self, _result: object, timeout: float) -> None:
         log.warning("drain_timeout", seconds=timeout, connections=len(self.factory.connections))

@@ -1,0 +1,319 @@
+"""Evaluate request files through the daemon's engine: replay, verdicts, diff.
+
+Owns the verdict (`check`) that ``postgate replay``, ``postgate test`` and the
+pytest plugin share, so the three cannot disagree. `evaluate` mirrors
+`server.Answerer.answer` step for step: the same `Ruleset.decide`, the same
+rendering (`Action.render`, the text `Action.encode_for` frames), the same
+fallback to ``daemon.on_error`` when evaluation fails. It imports no
+Twisted, opens no socket and never reads the wall clock: a case's time comes
+from its ``# time:`` line, else from the caller (``--time``), else it is None
+(issue 5 item 7). Time-dependent rules will receive `Outcome.now`; no rule
+reads time yet, so today it is carried and reported only.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Protocol
+
+from postgate.config import load_config
+from postgate.corpus import CorpusError, parse_policy_text
+from postgate.problems import ConfigError
+from postgate.record import RECORDING_HEADER, format_time
+from postgate.replies import DUNNO, Action
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+    from postgate.corpus import Case
+    from postgate.protocol import PolicyRequest
+    from postgate.rules import Decision
+
+EX_DATAERR: Final = 65
+EX_NOINPUT: Final = 66
+EX_CONFIG: Final = 78
+ON_ERROR: Final = "ON_ERROR"  # the rule id server.Answerer logs for a failed evaluation
+
+
+class Decider(Protocol):
+    """What replay needs of a ruleset; `postgate.rules.Ruleset` is one."""
+
+    def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision: ...
+
+
+class LoadError(Exception):
+    """A configuration or request file that cannot be used.
+
+    The message is complete (every problem, one per line) and ``status`` is
+    the sysexits code the command line returns for it.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """What the daemon decides with: the ruleset and its error fallback."""
+
+    ruleset: Decider
+    on_error: Action = DUNNO
+    source: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+def load_engine(path: Path) -> Engine:
+    """Load ``path`` as the daemon would, or raise `LoadError` listing every problem."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        lines = [f"error: {p}" for p in exc.errors] + [f"warning: {p}" for p in exc.warnings]
+        lines.append(f"{path}: {len(exc.errors)} error(s); configuration refused")
+        raise LoadError("\n".join(lines), EX_CONFIG) from None
+    warnings = tuple(f"warning: {p}" for p in config.warnings)
+    return Engine(config.ruleset, config.daemon.on_error, str(path), warnings)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One case's answer: what Postfix would receive, and which rule gave it."""
+
+    case: Case
+    answer: str  # the text after ``action=``, templates rendered
+    action: str  # the rule's action as configured (`Action.line`)
+    rule: str
+    now: float | None
+    trace: tuple[str, ...] = ()
+
+
+def evaluate(
+    engine: Engine, case: Case, *, trace: bool = False, now: float | None = None
+) -> Outcome:
+    """Answer one case; its own ``# time:`` wins over ``now``."""
+    when = case.time if case.time is not None else now
+    request = case.request
+    try:
+        decision = engine.ruleset.decide(request, trace=trace)
+        action, rule, steps = decision.action, decision.rule, decision.trace
+        answer = action.render(request, rule)
+    except Exception as exc:  # noqa: BLE001 - the daemon answers on_error here too
+        action, rule, steps = engine.on_error, ON_ERROR, (f"evaluation failed: {exc!r}",)
+        answer = action.render(request, rule)
+    return Outcome(case, answer, action.line, rule, when, steps)
+
+
+def replay(
+    engine: Engine, cases: Iterable[Case], *, trace: bool = False, now: float | None = None
+) -> list[Outcome]:
+    return [evaluate(engine, case, trace=trace, now=now) for case in cases]
+
+
+def has_expectation(case: Case) -> bool:
+    return case.expect is not None or case.expect_rule is not None
+
+
+def check(outcome: Outcome) -> tuple[str, ...]:
+    """Every expectation of the case that does not hold; empty means it passes."""
+    case = outcome.case
+    wrong = []
+    if case.expect is not None and case.expect.strip() != outcome.answer:
+        wrong.append("answer")
+    if case.expect_rule is not None and case.expect_rule.strip() != outcome.rule:
+        wrong.append("rule")
+    return tuple(wrong)
+
+
+def where(case: Case) -> str:
+    """``file:line``, plus the ``# name:`` when the file gave one."""
+    place = f"{case.source}:{case.line}"
+    return place if case.name in {"", place} else f"{place} ({case.name})"
+
+
+def describe_outcome(outcome: Outcome) -> str:
+    return f"{where(outcome.case)}: {outcome.answer}  [{outcome.rule}]"
+
+
+def describe_failure(outcome: Outcome) -> str:
+    """The readable diff of a failed case: expected vs actual, request, trace."""
+    case = outcome.case
+    wrong = check(outcome)
+    lines = [f"{where(case)}: expectation failed ({' and '.join(wrong)})"]
+    if case.expect is not None:
+        lines += [
+            f"  expected answer: {case.expect.strip()}",
+            f"  actual answer:   {outcome.answer}",
+        ]
+    if case.expect_rule is not None:
+        lines += [f"  expected rule:   {case.expect_rule.strip()}"]
+    lines.append(f"  actual rule:     {outcome.rule}")
+    if outcome.now is not None:
+        lines.append(f"  time:            {format_time(outcome.now)}")
+    lines.append("  request:")
+    lines += [f"    {name}={value}" for name, value in case.request.items()]
+    lines.append("  trace:" if outcome.trace else "  trace: (none recorded)")
+    lines += [f"    {step}" for step in outcome.trace]
+    return "\n".join(lines)
+
+
+def summarize(outcomes: Sequence[Outcome]) -> list[str]:
+    """Answers per rule, most used first: what a replay did to the traffic."""
+    counts = collections.Counter(o.rule for o in outcomes)
+    actions: dict[str, set[str]] = collections.defaultdict(set)
+    for outcome in outcomes:
+        actions[outcome.rule].add(outcome.action)
+    width = max((len(rule) for rule in counts), default=4)
+    lines = [f"answers per rule ({len(outcomes)} requests):"]
+    for rule, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        lines.append(f"  {rule:<{width}} {count:>7}  {' | '.join(sorted(actions[rule]))}")
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One request answered differently by the old and the new ruleset."""
+
+    old: Outcome
+    new: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class DiffReport:
+    """Changed answers grouped by (old rule, new rule), biggest group first."""
+
+    total: int
+    groups: tuple[tuple[tuple[str, str], tuple[Change, ...]], ...]
+    same_answer_other_rule: int = 0
+    changed: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "changed", sum(len(changes) for _, changes in self.groups))
+
+
+def diff(
+    old: Engine, new: Engine, cases: Iterable[Case], *, now: float | None = None
+) -> DiffReport:
+    """Replay ``cases`` through both engines; keep the requests whose answer changes."""
+    grouped: dict[tuple[str, str], list[Change]] = collections.defaultdict(list)
+    total = moved = 0
+    for case in cases:
+        total += 1
+        before, after = evaluate(old, case, now=now), evaluate(new, case, now=now)
+        if before.answer != after.answer:
+            grouped[before.rule, after.rule].append(Change(before, after))
+        elif before.rule != after.rule:
+            moved += 1
+    groups = sorted(grouped.items(), key=lambda item: (-len(item[1]), item[0]))
+    return DiffReport(total, tuple((key, tuple(changes)) for key, changes in groups), moved)
+
+
+def describe_diff(report: DiffReport, examples: int = 3) -> list[str]:
+    """The report a person reads; ``examples=0`` lists every changed request."""
+    lines = [f"{report.changed} of {report.total} requests change their answer"]
+    for (old_rule, new_rule), changes in report.groups:
+        lines.append(f"\n{old_rule} -> {new_rule}: {len(changes)} request(s)")
+        pairs = collections.Counter((c.old.answer, c.new.answer) for c in changes)
+        for (before, after), count in pairs.most_common():
+            lines.append(f"  {count:>7} x  {before}  ->  {after}")
+        shown = changes if examples <= 0 else changes[:examples]
+        lines += [f"    {where(c.old.case)}" for c in shown]
+        if len(shown) < len(changes):
+            lines.append(f"    ... and {len(changes) - len(shown)} more")
+    if report.same_answer_other_rule:
+        lines.append(
+            f"\n{report.same_answer_other_rule} request(s) keep their answer "
+            "but are now decided by another rule"
+        )
+    return lines
+
+
+def read_cases(path: Path) -> list[Case]:
+    """Cases of one request file; `LoadError` when unreadable or malformed."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read: {exc.strerror or exc}", EX_NOINPUT) from None
+    return parse_cases(text, str(path))
+
+
+def parse_cases(text: str, source: str) -> list[Case]:
+    try:
+        return parse_policy_text(whole_blocks(text), source)
+    except CorpusError as exc:
+        raise LoadError(str(exc), EX_DATAERR) from None
+
+
+def whole_blocks(text: str) -> str:
+    """A recording cut by a crash mid-write, without its cut last block.
+
+    The recorder ends every block with a blank line, so a recording that does
+    not end with one lost the tail of its last write; a hand-written file may
+    end anywhere and is returned unchanged.
+    """
+    if not text.startswith(RECORDING_HEADER) or text.endswith("\n\n"):
+        return text
+    cut = text.rfind("\n\n")
+    return text[: cut + 2] if cut >= 0 else RECORDING_HEADER
+
+
+def config_header(path: Path) -> Path | None:
+    """The ``# config: PATH`` comment among the file's leading comments, if any."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for raw in f:
+                line = raw.strip()
+                if line and not line.startswith("#"):
+                    return None
+                name, _, value = line.lstrip("#").partition(":")
+                if name.strip() == "config" and value.strip():
+                    return path.parent / value.strip()
+    except OSError:
+        return None
+    return None
+
+
+def policy_files(paths: Iterable[Path]) -> list[Path]:
+    """Files named ``test_*.policy`` under ``paths``; a file named directly is kept."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("test_*.policy") if p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise LoadError(f"{path}: no such file or directory", EX_NOINPUT)
+    return found
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds or ISO-8601; a time without a zone is UTC, never local time."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither unix seconds nor an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+__all__ = [
+    "Change",
+    "DiffReport",
+    "Engine",
+    "LoadError",
+    "Outcome",
+    "check",
+    "diff",
+    "evaluate",
+    "load_engine",
+    "replay",
+    "summarize",
+]
