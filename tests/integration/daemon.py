@@ -57,7 +57,11 @@ class Daemon:
         env.pop("NOTIFY_SOCKET", None)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.wait_for_log('"event":"started"')
+        try:
+            self.wait_for_log('"event":"started"')
+        except BaseException:
+            self.stop()  # never leave a daemon behind a failed start
+            raise
         return self
 
     def wait_for_log(self, needle: str, count: int = 1, timeout: float = START_TIMEOUT) -> None:
