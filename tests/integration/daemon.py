@@ -43,11 +43,19 @@ class Daemon:
     config: Path
     listen: tuple[str, ...] = ()
     env: Mapping[str, str] | None = None
-    log_path: Path = field(init=False)
+    # Each process needs a log of its own, or a restart would find the old
+    # process's "started" line; the default sits beside the config.
+    log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.log_path = self.config.with_suffix(".log")
+        if self.log_path is None:
+            self.log_path = self.config.with_suffix(".log")
+
+    @property
+    def _log(self) -> Path:
+        assert self.log_path is not None
+        return self.log_path
 
     def start(self) -> Self:
         args = [sys.executable, "-m", "postgate", "run", "-c", str(self.config)]
@@ -55,7 +63,7 @@ class Daemon:
             args += ["--listen", endpoint]
         env = dict(os.environ if self.env is None else self.env)
         env.pop("NOTIFY_SOCKET", None)
-        with self.log_path.open("ab") as log:
+        with self._log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             self.wait_for_log('"event":"started"')
@@ -76,7 +84,7 @@ class Daemon:
 
     def log(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
+            return self._log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
