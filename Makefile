@@ -6,21 +6,34 @@ CONFIG ?= conf/postgate.toml
 # apt-get is used only when running as root and a system package is missing.
 # Redis joins this list with the first test that needs shared state.
 
-.PHONY: run test lint unit integration bench check clean system-deps
+.PHONY: run test lint unit bench check clean system-deps
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml $(BIN)/activate
-	$(BIN)/python -m pip install -q -e . --group dev
+# The daemon needs only the runtime dependencies; tests and lint need the dev group.
+$(VENV)/.installed-run: pyproject.toml $(BIN)/activate
+	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-run: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml $(BIN)/activate
+	$(BIN)/python -m pip install -q -e . --group dev
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
 	$(BIN)/postgate run -c $(CONFIG)
 
-check: $(VENV)/.installed
+check: $(VENV)/.installed-run
 	$(BIN)/postgate check -c $(CONFIG)
+
+# Side-by-side benchmark (bench/run.sh): ceiling, postfwd and postgate.
+# BENCH_ARGS=--quick for a short run.
+bench: $(VENV)/.installed
+	@command -v postfwd1 >/dev/null 2>&1 || [ -x /usr/sbin/postfwd1 ] || { \
+	  [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfwd >/dev/null; }
+	sh bench/run.sh $(BENCH_ARGS)
 
 system-deps:
 	@missing=""; \
