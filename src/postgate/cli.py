@@ -178,8 +178,8 @@ def _serve(reactor: Any, config: Config, listen: tuple[str, ...]) -> Deferred[No
         structlog.get_logger("postgate").error("start_failed", error=str(exc))
         print(f"postgate: cannot start: {exc}", file=sys.stderr)
         return fail(exc)
-    # Both are in place before READY=1, which the daemon sends on the next
-    # reactor turn, after Twisted has installed its own SIGTERM handler.
+    # All are in place before the daemon announces itself (`started`,
+    # READY=1) on the next reactor turn, after Twisted's own SIGTERM handler.
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload))
     signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(daemon.toggle_recording))

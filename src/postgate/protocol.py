@@ -80,6 +80,13 @@ class PolicyRequest:
     def __init__(self, attrs: Mapping[str, str]) -> None:
         self._attrs = dict(attrs)
 
+    @classmethod
+    def _adopt(cls, attrs: dict[str, str]) -> PolicyRequest:
+        """Wrap a dict the decoder just built and nobody else holds, uncopied."""
+        request = cls.__new__(cls)
+        request._attrs = attrs  # noqa: SLF001 - same class
+        return request
+
     def get(self, name: str, default: str = "") -> str:
         return self._attrs.get(name, default)
 
@@ -221,7 +228,7 @@ class Decoder:
         kind = attrs.get("request")
         if kind != REQUEST_NAME:
             raise ProtocolError(_not_policy(kind))
-        return PolicyRequest(attrs)
+        return PolicyRequest._adopt(attrs)  # noqa: SLF001 - the decoder owns attrs
 
 
 class _Terminators:

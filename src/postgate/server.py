@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -51,6 +52,7 @@ class Answerer:
         logger: Any = None,
         recorder: Recorder | None = None,
         clock: Callable[[], float] = time.time,
+        decisions: Callable[..., None] | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
@@ -58,8 +60,10 @@ class Answerer:
         self.answered = 0
         self.errors = 0
         # The daemon passes a logger bound once after logging is configured,
-        # which skips structlog's lazy-proxy lookup on every request.
+        # which skips structlog's lazy-proxy lookup on every request, and the
+        # batched writer of `logs.decision_log` for the per-request event.
         self._log = log if logger is None else logger
+        self._decision = decisions or partial(self._log.info, "decision")
 
     def answer(self, request: PolicyRequest) -> bytes:
         start = time.perf_counter_ns()
@@ -81,8 +85,7 @@ class Answerer:
         if config.daemon.dry_run:
             wire = DUNNO.wire
         self.answered += 1
-        self._log.info(
-            "decision",
+        self._decision(
             rule=rule,
             action=line,
             dry_run=config.daemon.dry_run,
