@@ -98,14 +98,19 @@ class _Timestamp:
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._milli = -1
+        self._text = ""
 
     def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        milli = int(time.time() * 1000)
+        if milli != self._milli:  # a busy daemon logs many events per millisecond
+            self._milli = milli
+            second, rest = divmod(milli, 1000)
+            if second != self._second:
+                self._second = second
+                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._text = f"{self._prefix}.{rest:03d}Z"
+        event["timestamp"] = self._text
         return event
 
 
@@ -185,7 +190,7 @@ class DecisionLog:
         self._schedule = schedule
         self._pending: list[bytes] = []
 
-    def __call__(self, **fields: Any) -> None:
+    def __call__(self, fields: dict[str, Any]) -> None:
         target = self._target
         fields["event"] = "decision"
         fields["level"] = "info"

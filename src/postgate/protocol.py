@@ -87,6 +87,11 @@ class PolicyRequest:
         request._attrs = attrs  # noqa: SLF001 - same class
         return request
 
+    @property
+    def raw(self) -> dict[str, str]:
+        """The attribute dict itself, for hot-path readers; never mutate it."""
+        return self._attrs
+
     def get(self, name: str, default: str = "") -> str:
         return self._attrs.get(name, default)
 
@@ -154,6 +159,20 @@ class Decoder:
             raise
 
     def _feed(self, data: bytes) -> list[PolicyRequest]:
+        limits = self.limits
+        if (
+            not self._buffer
+            and len(data) <= limits.max_line
+            and len(data) <= limits.max_request
+            and data.endswith(b"\n\n")
+            and data.find(b"\n\n") == len(data) - 2
+            and data.find(b"\r") < 0
+        ):
+            # What Postfix sends: exactly one whole request per read, no CR.
+            # Short enough that no line or request limit can be broken, so
+            # the general path below would only confirm what is known.
+            self._line = 0
+            return [self._parse(data[:-2])]
         first_lf = data.find(b"\n")
         buffer = self._buffer
         if first_lf < 0:  # no line ended, so no request either
@@ -335,7 +354,7 @@ def encode_request(attrs: Mapping[str, str]) -> bytes:
     surrogateescape encodes back to its original bytes; escapes that spell
     valid UTF-8 are refused, since they would read back as other text.
     """
-    text = "".join([_request_line(name, value) for name, value in attrs.items()]) + "\n"
+    text = "".join([request_line(name, value) for name, value in attrs.items()]) + "\n"
     try:
         wire = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError as exc:
@@ -345,7 +364,12 @@ def encode_request(attrs: Mapping[str, str]) -> bytes:
     return wire
 
 
-def _request_line(name: str, value: str) -> str:
+def request_line(name: str, value: str) -> str:
+    """One ``name=value`` line that reads back as exactly this attribute.
+
+    Public so the recorder writes request files line for line as the wire
+    would carry them; `EncodeError` for what no line can carry.
+    """
     if not name or "=" in name:
         raise EncodeError(f"attribute name {name!r} is empty or contains '='")
     if "\n" in name or "\0" in name or "\n" in value or "\0" in value:

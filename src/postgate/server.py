@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -34,8 +33,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("postgate")
 
-# Attributes copied into the `decision` event; values are request data and
-# only ever appear as JSON values, never in the event name (style.md §2.4).
+# Attributes copied into the `evaluation_failed` event (the `decision` event
+# spells the same ones out); values are request data and only ever appear
+# as JSON values, never in the event name (style.md §2.4).
 _LOGGED = ("protocol_state", "client_address", "sender", "recipient")
 
 
@@ -52,7 +52,7 @@ class Answerer:
         logger: Any = None,
         recorder: Recorder | None = None,
         clock: Callable[[], float] = time.time,
-        decisions: Callable[..., None] | None = None,
+        decisions: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
@@ -63,7 +63,7 @@ class Answerer:
         # which skips structlog's lazy-proxy lookup on every request, and the
         # batched writer of `logs.decision_log` for the per-request event.
         self._log = log if logger is None else logger
-        self._decision = decisions or partial(self._log.info, "decision")
+        self._decision = decisions or self._log_decision
 
     def answer(self, request: PolicyRequest) -> bytes:
         start = time.perf_counter_ns()
@@ -85,14 +85,23 @@ class Answerer:
         if config.daemon.dry_run:
             wire = DUNNO.wire
         self.answered += 1
+        get = request.get
         self._decision(
-            rule=rule,
-            action=line,
-            dry_run=config.daemon.dry_run,
-            us=(time.perf_counter_ns() - start) // 1000,
-            **_fields(request),
+            {
+                "rule": rule,
+                "action": line,
+                "dry_run": config.daemon.dry_run,
+                "us": (time.perf_counter_ns() - start) // 1000,
+                "protocol_state": get("protocol_state"),
+                "client_address": get("client_address"),
+                "sender": get("sender"),
+                "recipient": get("recipient"),
+            }
         )
         return wire
+
+    def _log_decision(self, fields: dict[str, Any]) -> None:
+        self._log.info("decision", **fields)
 
 
 def _fields(request: PolicyRequest) -> dict[str, str]:

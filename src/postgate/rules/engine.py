@@ -44,10 +44,13 @@ class Rule:
     conditions: tuple[Condition, ...]
     action: Action
     shortcut: str = ""
-    tests: tuple[Test, ...] = field(init=False, repr=False, compare=False)
+    holds: Test = field(init=False, repr=False, compare=False)
+    # Built once here so that deciding allocates nothing for the answer.
+    decision: Decision = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tests", tuple(c.test for c in self.conditions))
+        object.__setattr__(self, "holds", conjunction(tuple(c.test for c in self.conditions)))
+        object.__setattr__(self, "decision", Decision(self.action, self.id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,33 +61,45 @@ class Group:
     conditions: tuple[Condition, ...]
     children: tuple[Rule | Group, ...]
     default: Action | None = None
-    tests: tuple[Test, ...] = field(init=False, repr=False, compare=False)
+    holds: Test = field(init=False, repr=False, compare=False)
+    decision: Decision | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tests", tuple(c.test for c in self.conditions))
+        object.__setattr__(self, "holds", conjunction(tuple(c.test for c in self.conditions)))
+        default = None if self.default is None else Decision(self.default, self.id)
+        object.__setattr__(self, "decision", default)
 
 
 Node = Rule | Group
 
 
-def _holds(tests: tuple[Test, ...], facts: Facts) -> bool:
-    for test in tests:  # noqa: SIM110 - hot path: a plain loop beats all() over a generator
-        if not test(facts):
-            return False
+def _always(_facts: Facts) -> bool:
     return True
 
 
-def _first_match(nodes: tuple[Node, ...], facts: Facts) -> tuple[Action, str] | None:
+def conjunction(tests: tuple[Test, ...]) -> Test:
+    """One test for a node's conditions, so deciding makes one call per node."""
+    if not tests:
+        return _always
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:  # the common case: spell it out, no loop
+        first, second = tests
+        return lambda f: first(f) and second(f)
+    return lambda f: all(test(f) for test in tests)
+
+
+def _first_match(nodes: tuple[Node, ...], facts: Facts) -> Decision | None:
     for node in nodes:
-        if not _holds(node.tests, facts):
+        if not node.holds(facts):
             continue
         if isinstance(node, Rule):
-            return node.action, node.id
+            return node.decision
         found = _first_match(node.children, facts)
         if found is not None:
             return found
-        if node.default is not None:
-            return node.default, node.id
+        if node.decision is not None:
+            return node.decision
     return None
 
 
@@ -127,12 +142,15 @@ class Ruleset:
     nodes: tuple[Node, ...] = ()
     lists: Mapping[str, NamedList] = field(default_factory=dict)
     default: Action = DUNNO
+    default_decision: Decision = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "default_decision", Decision(self.default, DEFAULT_RULE))
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
         facts = Facts(request)
         if not trace:
-            found = _first_match(self.nodes, facts)
-            return Decision(*found) if found else Decision(self.default, DEFAULT_RULE)
+            return _first_match(self.nodes, facts) or self.default_decision
         lines: list[str] = []
         found = _traced(self.nodes, facts, lines, 0)
         if found is None:

@@ -48,13 +48,24 @@ def split_address(address: str) -> tuple[str, str]:
     return (local, domain) if at else (address, "")
 
 
+def plain(name: str) -> bool:
+    """Whether the value as sent is also its comparison key (no fold, not derived).
+
+    Conditions on such attributes read ``Facts.raw`` directly, skipping a
+    method call and a cache on the per-request path.
+    """
+    return name not in FOLDED and name not in DERIVED
+
+
 class Facts:
     """Lazily derived views of one request, each computed at most once."""
 
-    __slots__ = ("_addresses", "_keys", "_numbers", "_values", "request")
+    __slots__ = ("_addresses", "_keys", "_numbers", "_values", "raw", "request")
 
     def __init__(self, request: PolicyRequest) -> None:
         self.request = request
+        # Conditions on plain attributes read this dict directly (see `plain`).
+        self.raw = request.raw
         self._values: dict[str, str] = {}
         self._keys: dict[str, str] = {}
         self._numbers: dict[str, int] = {}
@@ -64,10 +75,10 @@ class Facts:
         """The attribute as sent; derived names computed from their base."""
         base = DERIVED.get(name)
         if base is None:
-            return self.request.get(name)
+            return self.raw.get(name, "")
         cached = self._values.get(name)
         if cached is None:
-            local, domain = split_address(self.request.get(base))
+            local, domain = split_address(self.raw.get(base, ""))
             cached = local if name.endswith("_localpart") else domain
             self._values[name] = cached
         return cached
@@ -95,4 +106,4 @@ class Facts:
         return DERIVED.get(name, name) in self.request
 
 
-__all__ = ["Facts", "fold", "number", "split_address"]
+__all__ = ["Facts", "fold", "number", "plain", "split_address"]

@@ -12,6 +12,9 @@ import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
+from postgate.rules.attributes import DERIVED
+from postgate.rules.facts import plain
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable
 
@@ -60,12 +63,20 @@ def equals(name: str, keys: Collection[str], shown: Iterable[str]) -> Condition:
     frozen = frozenset(keys)
     if len(frozen) == 1:
         (only,) = frozen
-        return Condition(f"{name} = {show_values(shown)}", lambda f: f.key(name) == only)
-    return Condition(f"{name} in {show_values(shown)}", lambda f: f.key(name) in frozen)
+        text = f"{name} = {show_values(shown)}"
+        if plain(name):
+            return Condition(text, lambda f: f.raw.get(name, "") == only)
+        return Condition(text, lambda f: f.key(name) == only)
+    text = f"{name} in {show_values(shown)}"
+    if plain(name):
+        return Condition(text, lambda f: f.raw.get(name, "") in frozen)
+    return Condition(text, lambda f: f.key(name) in frozen)
 
 
 def in_keys(name: str, entries: Lookup, text: str) -> Condition:
     """The folded value is in a list (domains, addresses, strings)."""
+    if plain(name):
+        return Condition(f"{name} in {text}", lambda f: f.raw.get(name, "") in entries)
     return Condition(f"{name} in {text}", lambda f: f.key(name) in entries)
 
 
@@ -78,6 +89,8 @@ def matches(name: str, patterns: tuple[Pattern, ...]) -> Condition:
     text = " or ".join(f"/{p.source}/" for p in patterns)
     if len(patterns) == 1:
         search = patterns[0].search
+        if name not in DERIVED:
+            return Condition(f"{name} ~ {text}", lambda f: search(f.raw.get(name, "")))
         return Condition(f"{name} ~ {text}", lambda f: search(f.value(name)))
     return Condition(f"{name} ~ {text}", lambda f: any(p.search(f.value(name)) for p in patterns))
 
@@ -90,6 +103,8 @@ def compare(name: str, op: str, limit: int) -> Condition:
 
 def empty(name: str, want: bool) -> Condition:
     text = f"{name} is empty" if want else f"{name} is not empty"
+    if name not in DERIVED:
+        return Condition(text, lambda f: (not f.raw.get(name)) is want)
     return Condition(text, lambda f: (not f.value(name)) is want)
 
 
