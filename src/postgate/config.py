@@ -142,7 +142,9 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
         dry_run=get.boolean("dry_run", base.dry_run),
         log_level=get.choice("log_level", base.log_level, LOG_LEVELS),
         log_format=get.choice("log_format", base.log_format, LOG_FORMATS),
-        shutdown_timeout=get.number("shutdown_timeout", base.shutdown_timeout, 0.1, 60),
+        # Bounded well below the unit's TimeoutStopSec (30 s), which must also
+        # cover the recorder's last flush.
+        shutdown_timeout=get.number("shutdown_timeout", base.shutdown_timeout, 0.1, 15),
     )
 
 

@@ -176,6 +176,19 @@ class TestSignals:
             daemon.wait_for_log('"event":"config_reloaded"')
             assert echo_reply("fresh", "g@x") == ask(sock, request("g@x"))
 
+    def test_reloads_in_quick_succession_end_with_the_latest_file(self, tmp_path: Path) -> None:
+        """Two SIGHUPs back to back never overlap, and the file's last state wins."""
+        port = free_port()
+        config = write_config(tmp_path, port, level="info")
+        with Daemon(config) as daemon:
+            sock = connect(("127.0.0.1", port), socket.AF_INET)
+            write_config(tmp_path, port, word="second", level="info")
+            daemon.signal(signal.SIGHUP)
+            write_config(tmp_path, port, word="third", level="info")
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for_log('"event":"config_reloaded"', count=2)
+            assert echo_reply("third", "h@x") == ask(sock, request("h@x"))
+
     def test_sigterm_answers_requests_in_flight_and_exits_zero(self, tmp_path: Path) -> None:
         """Requests sent just before SIGTERM (one still half-sent) are all answered; exit 0."""
         port = free_port()

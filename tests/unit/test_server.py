@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from postgate.config import Config, DaemonConfig
@@ -100,6 +101,65 @@ class TestReplies:
         with capture_logs() as logs:
             proto.dataReceived(req("evil\rline"))
         assert ("decision", {"evil\rline"}) == (logs[-1]["event"], {e["recipient"] for e in logs})
+
+
+class ShortSendTransport(StringTransport):
+    """Takes at most ``room`` bytes per direct send, like a full socket buffer."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.direct = b""
+        self.connected = True
+
+    def writeSomeData(self, data: bytes) -> int:
+        taken = data[: self.room]
+        self.direct += taken
+        return len(taken)
+
+
+class LostTransport(StringTransport):
+    """Reports the connection lost on a direct send, as Twisted does."""
+
+    connected = True
+
+    def writeSomeData(self, data: bytes) -> Exception:
+        return CONNECTION_LOST
+
+
+class TestDirectSend:
+    def test_short_send_leaves_the_rest_and_later_replies_in_order(self) -> None:
+        """After a partial direct send, the rest and every later reply go through Twisted."""
+        factory, _ = make_factory()
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        assert proto is not None
+        transport = ShortSendTransport(room=5)
+        proto.makeConnection(transport)
+        proto.dataReceived(req("a@x"))
+        proto.dataReceived(req("b@x"))
+        sent = transport.direct + transport.value()
+        assert b"action=REJECT a@x\n\naction=REJECT b@x\n\n" == sent
+        assert b"actio" == transport.direct
+
+    def test_whole_direct_send_bypasses_twisted_buffer(self) -> None:
+        """When the socket takes the whole reply, nothing is left for Twisted to write."""
+        factory, _ = make_factory()
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        assert proto is not None
+        transport = ShortSendTransport(room=1 << 16)
+        proto.makeConnection(transport)
+        proto.dataReceived(req("c@x"))
+        assert (b"action=REJECT c@x\n\n", b"") == (transport.direct, transport.value())
+
+    def test_lost_connection_on_direct_send_falls_back_to_twisted(self) -> None:
+        """A direct send that reports the connection lost hands the reply to Twisted."""
+        factory, _ = make_factory()
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        assert proto is not None
+        transport = LostTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(req("d@x"))
+        assert b"action=REJECT d@x\n\n" == transport.value()
 
 
 class TestBadInput:
