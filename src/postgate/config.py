@@ -11,9 +11,8 @@ reference (style.md §2.2).
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,6 +21,7 @@ from postgate.protocol import Limits
 from postgate.record import RecordSettings, parse_record_settings
 from postgate.replies import DUNNO, Action, ReplyError, parse_action
 from postgate.rules import Ruleset, compile_ruleset
+from postgate.rules.networks import NetworkSet, parse_network
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -34,15 +34,13 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
 TOP_LEVEL: Final = ("daemon", "lists", "rules", "record")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """How the daemon listens, bounds its inputs and reports."""
 
     listen: tuple[str, ...] = DEFAULT_LISTEN
-    allow: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in LOOPBACK)
+    allow: NetworkSet = field(default_factory=lambda: _network_set(LOOPBACK))
     limits: Limits = Limits()  # noqa: RUF009 - frozen, so one shared default is safe
     # Seconds a started request may stay incomplete before the peer is cut
     # off; idle connections (no partial request) are never closed (§1).
@@ -134,7 +132,7 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
     limits = _limits(get, base.limits)
     return DaemonConfig(
         listen=get.listed("listen", base.listen, _endpoint_problem),
-        allow=tuple(_networks(get.listed("allow", LOOPBACK, _network_problem))),
+        allow=_network_set(get.listed("allow", LOOPBACK, _network_problem)),
         limits=limits,
         request_timeout=get.number("request_timeout", base.request_timeout, 0.1, 3600),
         max_connections=int(get.number("max_connections", base.max_connections, 1, 1_000_000)),
@@ -158,18 +156,14 @@ def _limits(get: _Getter, base: Limits) -> Limits:
     return Limits(line, request, attrs)
 
 
-def _networks(items: tuple[str, ...]) -> list[Network]:
-    return [
-        ipaddress.ip_network(item, strict=False) for item in items if not _network_problem(item)
-    ]
+def _network_set(items: tuple[str, ...]) -> NetworkSet:
+    networks = [parse_network(item)[0] for item in items]
+    return NetworkSet.build([net for net in networks if net is not None])
 
 
 def _network_problem(item: str) -> str | None:
-    try:
-        ipaddress.ip_network(item, strict=False)
-    except ValueError:
-        return f"{item!r} is not a network"
-    return None
+    network, problem = parse_network(item)
+    return problem if network is None else None
 
 
 def _endpoint_problem(item: str) -> str | None:

@@ -9,7 +9,6 @@ Decisions live in `postgate.rules`; nothing here knows a rule.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from postgate.protocol import Decoder, ProtocolError
 from postgate.replies import DUNNO
+from postgate.rules.networks import parse_address
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from postgate.config import Config
     from postgate.protocol import PolicyRequest
     from postgate.record import Recorder
+    from postgate.rules.networks import NetworkSet
 
 log = structlog.get_logger("postgate")
 
@@ -241,14 +242,10 @@ def _describe(addr: IAddress) -> str:
     return str(name.decode() if isinstance(name, bytes) else name or "unix")
 
 
-def _allowed(host: str, allow: tuple[Any, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in allow)
+def _allowed(host: str, allow: NetworkSet) -> bool:
+    # An IPv6 peer may carry a zone (fe80::1%eth0); IPv4-mapped peers are
+    # matched as IPv4, like every network list (rules.networks).
+    return parse_address(host.split("%", 1)[0]) in allow
 
 
 __all__ = ["Answerer", "PolicyFactory", "PolicyProtocol"]

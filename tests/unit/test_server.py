@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from postgate.config import Config, DaemonConfig
+from postgate.config import Config, DaemonConfig, _network_set
 from postgate.protocol import PolicyRequest, encode_request
 from postgate.replies import DUNNO, Action, parse_action
 from postgate.server import Answerer, PolicyFactory, PolicyProtocol
@@ -220,7 +219,7 @@ class TestAccess:
 
     def test_allow_list_accepts_networks(self) -> None:
         """A configured network admits its members."""
-        factory, _ = make_factory(allow=(ipaddress.ip_network("192.0.2.0/24"),))
+        factory, _ = make_factory(allow=_network_set(("192.0.2.0/24",)))
         assert factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)) is not None
 
 

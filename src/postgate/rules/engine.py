@@ -143,9 +143,14 @@ class Ruleset:
     lists: Mapping[str, NamedList] = field(default_factory=dict)
     default: Action = DUNNO
     default_decision: Decision = field(init=False, repr=False, compare=False)
+    # Both are logged on every status report and reload: compute them once.
+    rule_count: int = field(init=False, repr=False, compare=False)
+    digest: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_decision", Decision(self.default, DEFAULT_RULE))
+        object.__setattr__(self, "rule_count", sum(1 for _ in _walk(self.nodes)))
+        object.__setattr__(self, "digest", self._digest())
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
         facts = Facts(request)
@@ -158,10 +163,6 @@ class Ruleset:
             found = (self.default, DEFAULT_RULE)
         return Decision(found[0], found[1], tuple(lines))
 
-    @property
-    def rule_count(self) -> int:
-        return sum(1 for _ in _walk(self.nodes))
-
     def describe(self) -> list[str]:
         """The rules as the engine will use them, for ``postgate show``."""
         lines = ["lists:"] if self.lists else []
@@ -171,8 +172,7 @@ class Ruleset:
         lines.append(f"{_INDENT}{DEFAULT_RULE}: when no rule matched -> {self.default.line}")
         return lines
 
-    @property
-    def digest(self) -> str:
+    def _digest(self) -> str:
         """Short hash of the compiled rules and every list's contents."""
         h = hashlib.sha256()
         for line in self.describe():
