@@ -6,30 +6,25 @@
 from __future__ import annotations
 
 import re
-import tomllib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.problems import Problems
 from postgate.protocol import PolicyRequest
-from postgate.rules import Ruleset, compile_ruleset
+from tests.unit.rules_support import (
+    compile_problems,
+    compile_toml,
+    outcome,
+    reference_ruleset,
+    tried_order,
+)
 
-REFERENCE = Path(__file__).parents[2] / "conf" / "examples" / "reference.toml"
-
-
-def compile_text(text: str, base: Path = Path()) -> tuple[Ruleset, Problems]:
-    problems = Problems("postgate.toml")
-    return compile_ruleset(tomllib.loads(text), base, problems), problems
-
-
-def errors(text: str, base: Path = Path()) -> list[str]:
-    return [str(p) for p in compile_text(text, base)[1].errors]
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
-def decide(compiled: Ruleset, **attrs: str) -> tuple[str, str]:
-    decision = compiled.decide(PolicyRequest(attrs))
-    return decision.rule, decision.action.line
+def errors(text: str, base: Path | None = None) -> list[str]:
+    return [str(p) for p in compile_problems(text, base)[1].errors]
 
 
 class TestOneClearErrorEach:
@@ -102,7 +97,7 @@ class TestOneClearErrorEach:
             '[[rules]]\nid = "C"\nclient_address = { list = "bl" }\naction = "554 4.7.1 Go"\n'
             '[[rules]]\nid = "D"\nclient_address = { list = "nets" }\naction = "REJECT"\n'
         )
-        _, problems = compile_text(text, tmp_path)
+        _, problems = compile_problems(text, tmp_path)
         assert (
             [
                 "lists.bl.file",
@@ -156,7 +151,7 @@ class TestRuleShape:
 
     def test_a_rule_that_always_matches_warns_about_the_rest(self) -> None:
         """Rules after an unconditional rule can never run."""
-        _, problems = compile_text(
+        _, problems = compile_problems(
             '[[rules]]\nid = "ALL"\naction = "OK"\n[[rules]]\nid = "B"\naction = "REJECT"\n'
         )
         assert ["rules[0]: ALL always matches: the rules after it never run"] == [
@@ -165,11 +160,11 @@ class TestRuleShape:
 
     def test_states_are_case_insensitive_and_listable(self) -> None:
         """`state = ["rcpt", "DATA"]` scopes a rule to both stages."""
-        compiled, _ = compile_text(
+        compiled = compile_toml(
             '[[rules]]\nid = "R"\nstate = ["rcpt", "DATA"]\naction = "REJECT"\n'
         )
         assert ["R", "R", "DEFAULT"] == [
-            decide(compiled, protocol_state=s)[0] for s in ("RCPT", "DATA", "MAIL")
+            outcome(compiled, protocol_state=s)[0] for s in ("RCPT", "DATA", "MAIL")
         ]
 
 
@@ -203,36 +198,36 @@ action = "HOLD"
 class TestGroups:
     def test_group_children_are_tried_in_order(self) -> None:
         """Inside a group the first child that matches decides."""
-        compiled, _ = compile_text(GROUPED)
-        assert ("LOCAL", "DUNNO") == decide(
+        compiled = compile_toml(GROUPED)
+        assert ("LOCAL", "DUNNO") == outcome(
             compiled, protocol_state="RCPT", client_address="192.0.2.1", recipient="a@example.com"
         )
 
     def test_nested_group_decides(self) -> None:
         """A group inside a group works the same way."""
-        compiled, _ = compile_text(GROUPED)
-        assert ("DEEP", "REJECT") == decide(
+        compiled = compile_toml(GROUPED)
+        assert ("DEEP", "REJECT") == outcome(
             compiled, protocol_state="RCPT", client_address="192.0.2.1", helo_name="x.example"
         )
 
     def test_group_default_decides_with_the_group_id(self) -> None:
         """When no child decides, the group's default answers as the group."""
-        compiled, _ = compile_text(GROUPED)
-        assert ("OUTSIDE", "554 5.7.1 Relay access denied") == decide(
+        compiled = compile_toml(GROUPED)
+        assert ("OUTSIDE", "554 5.7.1 Relay access denied") == outcome(
             compiled, protocol_state="RCPT", client_address="192.0.2.1", recipient="a@x.example"
         )
 
     def test_group_that_does_not_match_is_skipped(self) -> None:
         """Outside the group's conditions evaluation goes on after it."""
-        compiled, _ = compile_text(GROUPED)
-        assert ("AFTER", "HOLD") == decide(
+        compiled = compile_toml(GROUPED)
+        assert ("AFTER", "HOLD") == outcome(
             compiled, protocol_state="RCPT", client_address="10.9.9.9"
         )
 
     def test_group_without_default_goes_on(self) -> None:
         """Without a default, a group whose children all fail hands on to the next rule."""
-        compiled, _ = compile_text(GROUPED.replace('default = "554 5.7.1 Relay access denied"', ""))
-        assert ("AFTER", "HOLD") == decide(
+        compiled = compile_toml(GROUPED.replace('default = "554 5.7.1 Relay access denied"', ""))
+        assert ("AFTER", "HOLD") == outcome(
             compiled, protocol_state="RCPT", client_address="192.0.2.1"
         )
 
@@ -260,38 +255,15 @@ class TestGroups:
 
 
 class TestDescribeAndDigest:
-    def reference(self) -> Ruleset:
-        problems = Problems(str(REFERENCE))
-        doc = tomllib.loads(REFERENCE.read_text())
-        return compile_ruleset(doc, REFERENCE.parent, problems)
-
     def test_describe_lists_rules_in_engine_order(self) -> None:
         """`postgate show` prints the ids in the order they are tried, groups indented."""
-        lines = self.reference().describe()
+        lines = reference_ruleset().describe()
         order = [m.group(1) for line in lines if (m := re.match(r"\s+([A-Z_]+):", line))]
-        assert [
-            "SIZE",
-            "TRUSTED_CERT",
-            "CLIENT_BLOCKLIST",
-            "SENDER_BLOCKLIST",
-            "STARTTLS_REQUIRED",
-            "TOO_MANY_RECIPIENTS",
-            "SPAMTRAP",
-            "UNTRUSTED",
-            "HELO_LOCALHOST",
-            "HELO_BARE_IP",
-            "CLIENT_UNKNOWN",
-            "CLIENT_DYNAMIC",
-            "LOCAL_SENDER",
-            "LOCAL_RECIPIENT",
-            "RELAY",
-            "UNTRUSTED",
-            "DEFAULT",
-        ] == order
+        assert tried_order(reference_ruleset()) == order
 
     def test_describe_shows_shortcut_expansion(self) -> None:
         """A shortcut is printed as the conditions it stands for."""
-        lines = self.reference().describe()
+        lines = reference_ruleset().describe()
         assert (
             "    SIZE: [size_limit] if size > 10485760 "
             "-> 552 5.3.4 Message size exceeds fixed limit"
@@ -299,7 +271,7 @@ class TestDescribeAndDigest:
 
     def test_rule_count_counts_groups_and_children(self) -> None:
         """15 rules: 7 top-level, the group, and its 7 children."""
-        assert 15 == self.reference().rule_count
+        assert 15 == reference_ruleset().rule_count
 
     def test_digest_is_stable_and_changes_with_list_contents(self, tmp_path: Path) -> None:
         """Same config, same digest; one more list entry, a new digest."""
@@ -308,17 +280,17 @@ class TestDescribeAndDigest:
             '[lists.l]\ntype = "network"\nfile = "l.txt"\n'
             '[[rules]]\nid = "R"\nclient_address = { list = "l" }\naction = "REJECT"\n'
         )
-        first = compile_text(text, tmp_path)[0].digest
-        again = compile_text(text, tmp_path)[0].digest
+        first = compile_problems(text, tmp_path)[0].digest
+        again = compile_problems(text, tmp_path)[0].digest
         (tmp_path / "l.txt").write_text("192.0.2.0/24\n198.51.100.0/24\n")
-        changed = compile_text(text, tmp_path)[0].digest
+        changed = compile_problems(text, tmp_path)[0].digest
         assert (12, True, False) == (len(first), first == again, first == changed)
 
 
 class TestTrace:
     def test_trace_names_each_rule_tried_and_the_failed_condition(self) -> None:
         """A trace shows why each earlier rule did not match."""
-        compiled, _ = compile_text(GROUPED)
+        compiled = compile_toml(GROUPED)
         request = PolicyRequest(
             {"protocol_state": "RCPT", "client_address": "192.0.2.1", "recipient": "a@x.example"}
         )
@@ -331,12 +303,12 @@ class TestTrace:
 
     def test_no_trace_unless_asked(self) -> None:
         """The hot path does not build trace lines."""
-        compiled, _ = compile_text(GROUPED)
+        compiled = compile_toml(GROUPED)
         assert () == compiled.decide(PolicyRequest({})).trace
 
     def test_default_when_nothing_matches(self) -> None:
         """No rule matched: DUNNO with rule DEFAULT, and the trace says so."""
-        compiled, _ = compile_text('[[rules]]\nid = "R"\nsize = { gt = 5 }\naction = "REJECT"\n')
+        compiled = compile_toml('[[rules]]\nid = "R"\nsize = { gt = 5 }\naction = "REJECT"\n')
         decision = compiled.decide(PolicyRequest({"size": "1"}), trace=True)
         assert (
             "DEFAULT",
@@ -350,9 +322,9 @@ class TestTrace:
 
     def test_empty_config_is_an_empty_ruleset(self) -> None:
         """A config without rules answers DUNNO to everything."""
-        compiled, problems = compile_text("")
+        compiled, problems = compile_problems("")
         assert ([], 0, ("DEFAULT", "DUNNO")) == (
             problems.errors,
             compiled.rule_count,
-            decide(compiled, sender="a@b"),
+            outcome(compiled, sender="a@b"),
         )

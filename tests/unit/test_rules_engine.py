@@ -5,32 +5,16 @@
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postgate.problems import Problems
 from postgate.protocol import PolicyRequest
 from postgate.replies import Action
-from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.attributes import POSTFIX
+from tests.unit.rules_support import reference_ruleset, tried_order
 
-REFERENCE = Path(__file__).parents[2] / "conf" / "examples" / "reference.toml"
-
-
-def reference() -> Ruleset:
-    problems = Problems(str(REFERENCE))
-    compiled = compile_ruleset(tomllib.loads(REFERENCE.read_text()), REFERENCE.parent, problems)
-    assert [] == problems.errors
-    return compiled
-
-
-RULESET = reference()
-IDS = {line.strip().split(":")[0] for line in RULESET.describe() if line.startswith("    ")} | {
-    "DEFAULT"
-}
+RULESET = reference_ruleset()
+IDS = set(tried_order(RULESET))
 
 # Text including lone surrogates (what surrogateescape makes of invalid UTF-8).
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)

@@ -5,20 +5,20 @@
 
 from __future__ import annotations
 
-import tomllib
 from typing import TYPE_CHECKING
 
-from postgate.problems import Problems
-from postgate.protocol import PolicyRequest
-from postgate.rules import Ruleset, compile_ruleset
+from tests.unit.rules_support import compile_problems, rule_of
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from postgate.problems import Problems
+    from postgate.rules import Ruleset
+
 
 def compile_in(directory: Path, text: str) -> tuple[Ruleset, Problems]:
-    problems = Problems(str(directory / "postgate.toml"))
-    return compile_ruleset(tomllib.loads(text), directory, problems), problems
+    """Compile as ``directory/postgate.toml``, the place list files are relative to."""
+    return compile_problems(text, directory, str(directory / "postgate.toml"))
 
 
 def use(kind: str, attribute: str, source: str, extra: str = "") -> str:
@@ -26,10 +26,6 @@ def use(kind: str, attribute: str, source: str, extra: str = "") -> str:
         f'[lists.x]\ntype = "{kind}"\n{source}\n{extra}\n'
         f'[[rules]]\nid = "HIT"\n{attribute} = {{ list = "x" }}\naction = "REJECT"\n'
     )
-
-
-def rule_of(compiled: Ruleset, **attrs: str) -> str:
-    return compiled.decide(PolicyRequest(attrs)).rule
 
 
 class TestListFiles:

@@ -5,30 +5,25 @@
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.problems import Problems
 from postgate.protocol import PolicyRequest
-from postgate.rules import Ruleset, compile_ruleset
+from tests.unit.rules_support import compile_toml, rule_of
 
-
-def ruleset(text: str) -> Ruleset:
-    problems = Problems("test.toml")
-    compiled = compile_ruleset(tomllib.loads(text), Path(), problems)
-    assert [] == [str(p) for p in problems.errors]
-    return compiled
+if TYPE_CHECKING:
+    from postgate.rules import Ruleset
 
 
 def rule(condition: str, lists: str = "") -> Ruleset:
     """One rule HIT with ``condition`` answering REJECT."""
-    return ruleset(f'{lists}\n[[rules]]\nid = "HIT"\n{condition}\naction = "REJECT"\n')
+    return compile_toml(f'{lists}\n[[rules]]\nid = "HIT"\n{condition}\naction = "REJECT"\n')
 
 
 def hits(compiled: Ruleset, **attrs: str) -> bool:
-    return compiled.decide(PolicyRequest(attrs)).rule == "HIT"
+    """Whether rule HIT decides a request made of ``attrs``."""
+    return "HIT" == rule_of(compiled, **attrs)
 
 
 class TestEquality:
@@ -266,13 +261,29 @@ class TestRegex:
         compiled = rule("helo_name = { regex = ['^a', 'z$'] }")
         assert [True, True, False] == [hits(compiled, helo_name=h) for h in ("ab", "yz", "m")]
 
-    def test_values_over_the_cap_never_match(self) -> None:
-        """A 1 KB+ value cannot be made to match an anchored allow pattern by padding."""
+    def test_padded_value_does_not_match_an_anchored_suffix_past_the_cap(self) -> None:
+        """Only the first 1024 characters are searched, so a suffix past them is not seen."""
         compiled = rule(r"helo_name = { regex = '\.trusted\.example$' }")
         long_name = "x" * 2000 + ".trusted.example"
         assert (True, False) == (
             hits(compiled, helo_name="mx.trusted.example"),
             hits(compiled, helo_name=long_name),
+        )
+
+    def test_padding_does_not_get_round_a_blocking_pattern(self) -> None:
+        """A 5000-character client_name with dyn-1. near its start is still dynamic."""
+        compiled = rule(r"client_name = { regex = '(^|[.-])(dyn|dsl)[0-9]*[.-]' }")
+        assert (True, False) == (
+            hits(compiled, client_name="host.dyn-1." + "a" * 4989),
+            hits(compiled, client_name="a" * 1024 + ".dyn-1.example"),
+        )
+
+    def test_padding_does_not_make_a_negated_pattern_true(self) -> None:
+        """`negate = true` on a padded value that matches in its head stays false."""
+        compiled = rule(r"client_name = { regex = '(^|[.-])dyn[0-9]*[.-]', negate = true }")
+        assert (False, True) == (
+            hits(compiled, client_name="dyn-1.example.net" + "a" * 5000),
+            hits(compiled, client_name="mx.example.net" + "a" * 5000),
         )
 
 
@@ -291,7 +302,7 @@ class TestHostileValues:
     )
     def test_every_matcher_answers_without_raising(self, value: str) -> None:
         """Huge, control-character and undecodable values fall through to DEFAULT."""
-        compiled = ruleset(
+        compiled = compile_toml(
             """
             [lists.nets]
             type = "network"

@@ -76,8 +76,26 @@ class TestSearch:
         """Host names and HELO are case-insensitive, so patterns are too."""
         assert compile_pattern("^mail$").search("MAIL")
 
-    def test_value_at_the_cap_is_searched_and_one_more_is_not(self) -> None:
-        """The cap bounds the work of every search; longer values never match."""
+    def test_a_character_past_the_cap_is_not_seen(self) -> None:
+        """The cap bounds the work of every search: only the first 1024 characters count."""
         pattern = compile_pattern("x$")
         at_cap = "a" * (MAX_SUBJECT - 1) + "x"
         assert (True, False) == (pattern.search(at_cap), pattern.search("a" + at_cap))
+
+    def test_padding_does_not_hide_a_match_at_the_start(self) -> None:
+        """A long value still matches when its first 1024 characters do (fail closed)."""
+        pattern = compile_pattern("^localhost")
+        assert (True, True) == (
+            pattern.search("localhost" + "x" * 5000),
+            pattern.search("LOCALHOST" + "." * (MAX_SUBJECT - 9)),
+        )
+
+    def test_dollar_matches_at_the_cut(self) -> None:
+        """Past 1024 characters the value is searched as if it ended at the cut."""
+        pattern = compile_pattern(r"^\d+\.\d+\.\d+\.\d+$")
+        head = "1" * (MAX_SUBJECT - 6) + ".2.3.4"
+        assert (True, True, False) == (
+            pattern.search(head + "x" * 4000),
+            pattern.search(head + ".5"),
+            pattern.search(head[1:] + "x" * 4000),
+        )

@@ -6,44 +6,16 @@
 from __future__ import annotations
 
 import collections
-import tomllib
-from pathlib import Path
 
 import pytest
 
 from postgate.corpus import Case, read_policy_file
-from postgate.problems import Problems
-from postgate.rules import Ruleset, compile_ruleset
+from tests.unit.rules_support import ROOT, reference_compiled, rule_ids, rule_of
 
-ROOT = Path(__file__).parents[2]
-REFERENCE = ROOT / "conf" / "examples" / "reference.toml"
 CASES = read_policy_file(ROOT / "conf" / "examples" / "test_reference.policy")
 EDGE = read_policy_file(ROOT / "tests" / "corpus" / "reference-edge.policy")
-RULE_IDS = [
-    "SIZE",
-    "TRUSTED_CERT",
-    "CLIENT_BLOCKLIST",
-    "SENDER_BLOCKLIST",
-    "STARTTLS_REQUIRED",
-    "TOO_MANY_RECIPIENTS",
-    "SPAMTRAP",
-    "HELO_LOCALHOST",
-    "HELO_BARE_IP",
-    "CLIENT_UNKNOWN",
-    "CLIENT_DYNAMIC",
-    "LOCAL_SENDER",
-    "LOCAL_RECIPIENT",
-    "RELAY",
-]
-
-
-def load() -> tuple[Ruleset, Problems]:
-    problems = Problems(str(REFERENCE))
-    doc = tomllib.loads(REFERENCE.read_text())
-    return compile_ruleset(doc, REFERENCE.parent, problems), problems
-
-
-RULESET, PROBLEMS = load()
+RULESET, PROBLEMS = reference_compiled()
+RULE_IDS = rule_ids(RULESET)
 
 
 class TestReferenceConfig:
@@ -78,3 +50,49 @@ class TestReferenceAnswers:
     def test_edge_request(self, case: Case) -> None:
         """Hostile and unusual requests get the answers the rules imply."""
         check(case)
+
+
+# An untrusted client at RCPT that no rule of the group blocks (mail for us).
+UNTRUSTED = {
+    "protocol_state": "RCPT",
+    "client_address": "192.0.2.10",
+    "client_name": "mail.example.org",
+    "reverse_client_name": "mail.example.org",
+    "helo_name": "mail.example.org",
+    "sender": "alice@example.org",
+    "recipient": "bob@example.com",
+}
+
+
+class TestPaddedValues:
+    @pytest.mark.parametrize(
+        ("helo", "expected"),
+        [
+            ("1" * 1018 + ".2.3.4" + "x" * 4000, "HELO_BARE_IP"),
+            ("192.0.2.1" + " " * 4000, "LOCAL_RECIPIENT"),
+            ("x" + "1" * 1018 + ".2.3.4", "LOCAL_RECIPIENT"),
+        ],
+        ids=["bare IP in the first 1024", "padded after an IP", "IP straddles the cut"],
+    )
+    def test_bare_ip_helo_is_judged_on_its_first_1024_characters(
+        self, helo: str, expected: str
+    ) -> None:
+        """HELO_BARE_IP matches a long HELO exactly when its first 1024 characters are an IP."""
+        assert expected == rule_of(RULESET, **{**UNTRUSTED, "helo_name": helo})
+
+    @pytest.mark.parametrize(
+        ("client_name", "expected"),
+        [
+            ("host.dyn-1." + "a" * 4989, "CLIENT_DYNAMIC"),
+            ("dyn-1.example.net" + "." * 4983, "CLIENT_DYNAMIC"),
+            ("a" * 1100 + ".dyn-1.example.net", "LOCAL_RECIPIENT"),
+        ],
+        ids=["dyn-1. near the start", "dyn-1. then dots", "dyn-1. past the cut"],
+    )
+    def test_padding_a_dynamic_client_name_does_not_get_round_the_rule(
+        self, client_name: str, expected: str
+    ) -> None:
+        """A 5000-character client_name is still dynamic when dyn-1. is in its head."""
+        assert expected == rule_of(
+            RULESET, **{**UNTRUSTED, "client_name": client_name, "reverse_client_name": client_name}
+        )

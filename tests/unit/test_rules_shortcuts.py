@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.problems import Problems
-from postgate.protocol import PolicyRequest
-from postgate.rules import Ruleset, compile_ruleset
+from tests.unit.rules_support import compile_problems, outcome
+
+if TYPE_CHECKING:
+    from postgate.problems import Problems
+    from postgate.rules import Ruleset
 
 LISTS = """
 [lists.clients]
@@ -35,15 +36,13 @@ items = ["10.0.0.0/8"]
 
 
 def compile_rule(rule: str) -> tuple[Ruleset, Problems]:
-    problems = Problems("postgate.toml")
-    text = f'{LISTS}\n[[rules]]\nid = "S"\n{rule}\n'
-    compiled = compile_ruleset(tomllib.loads(text), Path(), problems)
-    return compiled, problems
+    """Rule S made of ``rule``, with the lists above."""
+    return compile_problems(f'{LISTS}\n[[rules]]\nid = "S"\n{rule}\n')
 
 
 def answer(compiled: Ruleset, **attrs: str) -> str:
-    decision = compiled.decide(PolicyRequest(attrs))
-    return f"{decision.rule} {decision.action.line}"
+    """Rule id and reply line in one string, so a parametrize row reads like a log line."""
+    return " ".join(outcome(compiled, **attrs))
 
 
 class TestBlocklist:

@@ -20,7 +20,7 @@ from postgate.rules.engine import DEFAULT_RULE, Group, Node, Rule, Ruleset
 from postgate.rules.facts import fold
 from postgate.rules.lists import load_lists
 from postgate.rules.shortcuts import SHORTCUTS, Expansion, expand
-from postgate.rules.tables import suggest
+from postgate.rules.tables import check_keys, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -104,13 +104,8 @@ class _Compiler:
         return rule_id
 
     def _check_keys(self, table: Mapping[str, Any], place: str) -> None:
-        known = RULE_KEYS + SHORTCUTS
-        for key in table:
-            if key in known or key in KNOWN:
-                continue
-            hint = suggest(key, known)
-            reason = f"unknown key{hint}" if hint else attribute_error(key)
-            self.ctx.error(f"{place}.{key}", reason)
+        rest = {key: value for key, value in table.items() if key not in KNOWN}
+        check_keys(rest, RULE_KEYS + SHORTCUTS, place, self.ctx.problems, otherwise=attribute_error)
         found = [key for key in SHORTCUTS if key in table]
         if len(found) > 1:
             self.ctx.error(place, f"one shortcut per rule, not {' and '.join(found)}")

@@ -53,6 +53,13 @@ class DomainSet:
             dot = domain.find(".", dot + 1)
         return False
 
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def canonical(self) -> list[str]:
+        return sorted(self.names)
+
 
 @dataclass(frozen=True, slots=True)
 class AddressSet:
@@ -67,6 +74,13 @@ class AddressSet:
             return True
         at = address.rfind("@")
         return at >= 0 and address[at:] in self.addresses
+
+    @property
+    def size(self) -> int:
+        return len(self.addresses)
+
+    def canonical(self) -> list[str]:
+        return sorted(self.addresses)
 
 
 Entries = NetworkSet | DomainSet | AddressSet | frozenset[str]
@@ -91,10 +105,6 @@ class NamedList:
 def parse_entry(kind: str, text: str) -> tuple[object | None, str | None]:
     """Normalise one entry of a list of ``kind``; return (entry, problem)."""
     return _PARSERS[kind](text)
-
-
-def _network(text: str) -> tuple[object | None, str | None]:
-    return parse_network(text)
 
 
 def _domain(text: str) -> tuple[object | None, str | None]:
@@ -126,7 +136,7 @@ def _fingerprint(text: str) -> tuple[object | None, str | None]:
 
 
 _PARSERS: Final[Mapping[str, Callable[[str], tuple[object | None, str | None]]]] = {
-    "network": _network,
+    "network": parse_network,
     "domain": _domain,
     "address": _address,
     "string": _string,
@@ -169,25 +179,13 @@ def build_entries(kind: str, values: list[object], subdomains: bool) -> Entries:
 
 def digest_of(kind: str, entries: Entries) -> str:
     """A hash of the canonical entries, so a reload with new contents shows."""
-    if isinstance(entries, NetworkSet):
-        canon = entries.canonical()
-    elif isinstance(entries, DomainSet):
-        canon = sorted(entries.names)
-    elif isinstance(entries, AddressSet):
-        canon = sorted(entries.addresses)
-    else:
-        canon = sorted(entries)
+    canon = sorted(entries) if isinstance(entries, frozenset) else entries.canonical()
     return hashlib.sha256("\n".join([kind, *canon]).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def entry_count(entries: Entries) -> int:
-    if isinstance(entries, NetworkSet):
-        return entries.size
-    if isinstance(entries, DomainSet):
-        return len(entries.names)
-    if isinstance(entries, AddressSet):
-        return len(entries.addresses)
-    return len(entries)
+    # String lists stay bare frozensets: `in` on them is the cheapest lookup there is.
+    return len(entries) if isinstance(entries, frozenset) else entries.size
 
 
 def load_lists(raw: Any, base_dir: Path, problems: Problems) -> dict[str, NamedList]:
@@ -249,7 +247,9 @@ def _inline(table: Mapping[str, Any], kind: str, place: str, problems: Problems)
         if not isinstance(item, str) or not item.strip():
             problems.error(where, f"must be a non-empty string, not {item!r}")
             continue
-        values.extend(_checked(kind, item.strip(), where, problems, None))
+        entry = _checked(_PARSERS[kind], item.strip(), problems, where, None)
+        if entry is not None:
+            values.append(entry)
     return values
 
 
@@ -280,28 +280,27 @@ def _file_entries(
         if text is None:
             problems.error(f"line {number}", "not valid UTF-8", file=shown)
             continue
-        entry, problem = (None, _SPACED) if _SPACE.search(text) else parse(text)
-        if problem:
-            _report(problems, f"line {number}", text, entry, problem, shown)
+        entry = _checked(parse, text, problems, number, shown)
         if entry is not None:
             values.append(entry)
     return values
 
 
 def _checked(
-    kind: str, text: str, where: str, problems: Problems, file: str | None
-) -> list[object]:
-    entry, problem = (None, _SPACED) if _SPACE.search(text) else parse_entry(kind, text)
+    parse: Callable[[str], tuple[object | None, str | None]],
+    text: str,
+    problems: Problems,
+    where: str | int,
+    file: str | None,
+) -> object | None:
+    """Parse one entry; a problem is reported at ``where``, a place or a file's line number.
+
+    A problem with an entry still usable is a warning, otherwise an error.
+    """
+    entry, problem = (None, _SPACED) if _SPACE.search(text) else parse(text)
     if problem:
-        _report(problems, where, text, entry, problem, file)
-    return [] if entry is None else [entry]
-
-
-def _report(
-    problems: Problems, where: str, text: str, entry: object, problem: str, file: str | None
-) -> None:
-    """A problem with an entry still usable is a warning, otherwise an error."""
-    if problem == _SPACED:
-        problem = f"{text!r}: one entry per line, without spaces"
-    report = problems.warn if entry is not None else problems.error
-    report(where, problem, file=file)
+        if problem == _SPACED:
+            problem = f"{text!r}: one entry per line, without spaces"
+        report = problems.warn if entry is not None else problems.error
+        report(where if isinstance(where, str) else f"line {where}", problem, file=file)
+    return entry

@@ -13,8 +13,11 @@ pattern whose backtracking can blow up, with a sentence saying why:
 
 The check works on ``re``'s own parse tree with character classes reduced to
 bit sets over ASCII plus four coarse non-ASCII classes, and errs towards
-refusing. What passes costs at most O(n^2) in the value length, and values
-longer than `MAX_SUBJECT` never match, which bounds every search.
+refusing. What passes costs at most O(n^2) in the value length, and only
+the first `MAX_SUBJECT` characters of a value are searched, which bounds
+every search. Searching a prefix rather than refusing long values keeps the
+cap fail-closed: padding a HELO cannot hide ``localhost`` from a blocking
+pattern, nor make a negated one true.
 """
 
 from __future__ import annotations
@@ -47,13 +50,17 @@ class PatternError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """A checked regex: case-insensitive, searched anywhere in the value."""
+    """A checked regex: case-insensitive, searched anywhere in the value's head.
+
+    The head is the first `MAX_SUBJECT` characters; ``$`` matches where it
+    ends, as if the value stopped there.
+    """
 
     source: str
     regex: re.Pattern[str] = field(compare=False)
 
     def search(self, value: str) -> bool:
-        return len(value) <= MAX_SUBJECT and self.regex.search(value) is not None
+        return self.regex.search(value, 0, MAX_SUBJECT) is not None
 
 
 def compile_pattern(source: str) -> Pattern:

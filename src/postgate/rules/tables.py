@@ -10,7 +10,7 @@ import difflib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from postgate.problems import Problems
 
@@ -22,11 +22,26 @@ def suggest(word: str, known: Iterable[str]) -> str:
 
 
 def check_keys(
-    table: Mapping[str, object], known: Iterable[str], place: str, problems: Problems
+    table: Mapping[str, object],
+    known: Iterable[str],
+    place: str,
+    problems: Problems,
+    *,
+    otherwise: Callable[[str], str] | None = None,
 ) -> None:
-    """Report every key of ``table`` that is not in ``known``."""
+    """Report every key of ``table`` that is not in ``known``.
+
+    ``otherwise(key)`` gives the reason for a key close to no known one: a
+    rule table's stray key is more likely a misspelt attribute than a
+    misspelt ``action``, and the admin should be pointed there.
+    """
     names = tuple(known)
     for key in table:
-        if key not in names:
-            reason = f"unknown key{suggest(key, names)}; known: {', '.join(names)}"
-            problems.error(f"{place}.{key}", reason)
+        if key in names:
+            continue
+        hint = suggest(key, names)
+        if otherwise is not None and not hint:
+            reason = otherwise(key)
+        else:
+            reason = f"unknown key{hint}; known: {', '.join(names)}"
+        problems.error(f"{place}.{key}", reason)
