@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 from postgate.config import DEFAULT_PATH
+from postgate.corpus import parse_time
 from postgate.replay import (
     EX_CONFIG,
     EX_DATAERR,
@@ -35,11 +36,10 @@ from postgate.replay import (
     diff,
     evaluate,
     has_expectation,
+    load_cases,
     load_engine,
-    parse_cases,
-    parse_time,
+    load_text,
     policy_files,
-    read_cases,
     summarize,
 )
 
@@ -71,7 +71,7 @@ def _parse(
             raise _UsageError(exc.code if isinstance(exc.code, int) else EX_USAGE) from None
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
+def config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
         "--config",
@@ -104,9 +104,9 @@ def _read_all(names: Sequence[str], stdin: TextIO | None) -> list[Case]:
     cases: list[Case] = []
     for name in names:
         if name == "-":
-            cases += parse_cases((stdin or sys.stdin).read(), "<stdin>")
+            cases += load_text((stdin or sys.stdin).read(), "<stdin>")
         else:
-            cases += read_cases(Path(name))
+            cases += load_cases(Path(name))
     return cases
 
 
@@ -139,7 +139,7 @@ def _replay_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all expectations hold, 1 one failed, 65 malformed file, "
         "66 missing file, 78 configuration refused.",
     )
-    _config_option(parser)
+    config_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="print the rules tried")
     parser.add_argument(
         "--against",
@@ -253,7 +253,7 @@ def _test_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all passed, 1 a test failed, 5 no tests found, "
         "65/66 bad or missing file, 78 a configuration is refused.",
     )
-    _config_option(parser)
+    config_option(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per test")
     _time_option(parser)
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH")
@@ -316,7 +316,7 @@ def _test_file(
         if config not in tally.engines:
             tally.engines[config] = _engine(config, err)
         engine = tally.engines[config]
-        cases = [case for case in read_cases(path) if has_expectation(case)]
+        cases = [case for case in load_cases(path) if has_expectation(case)]
     except LoadError as exc:
         tally.error(exc.status, f"{path}:\n{exc}", err)
         return

@@ -10,19 +10,20 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from postgate import __version__
+from postgate.admin import config_option
 from postgate.config import DEFAULT_PATH, Config, load_config
 from postgate.problems import ConfigError
+from postgate.replay import EX_CONFIG
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     from twisted.internet.defer import Deferred
 
-EX_CONFIG: Final = 78
 
 DESCRIPTION = """\
 postgate answers Postfix's check_policy_service requests with the decisions of
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"postgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
-    _config_option(run)
+    config_option(run)
     run.add_argument(
         "--listen",
         action="append",
@@ -59,23 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         "Twisted endpoint syntax, e.g. tcp:10040:interface=127.0.0.1, "
         "unix:/run/postgate/policy.sock:mode=660, systemd:domain=INET:index=0)",
     )
-    _config_option(sub.add_parser("check", help="validate a configuration"))
-    _config_option(sub.add_parser("show", help="print the compiled rules"))
+    config_option(sub.add_parser("check", help="validate a configuration"))
+    config_option(sub.add_parser("show", help="print the compiled rules"))
     sub.add_parser("codes", help="explain SMTP reply and enhanced status codes (codes -h)")
     sub.add_parser("replay", help="evaluate recorded requests and check expectations (replay -h)")
     sub.add_parser("diff", help="show which recorded requests two configs answer differently")
     sub.add_parser("test", help="run the test_*.policy files beside a config (test -h)")
     return parser
-
-
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=DEFAULT_PATH,
-        help=f"configuration file (default: {DEFAULT_PATH})",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

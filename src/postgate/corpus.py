@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _SPECIAL: Final = ("expect", "expect-rule", "name", "time")
+# First line of every file `postgate.record` writes; a file starting with it
+# may end in a block cut by a crash (see `whole_blocks`).
+RECORDING_HEADER: Final = "# postgate recording (replay with: postgate replay FILE)\n"
 
 
 class CorpusError(ValueError):
@@ -83,28 +86,34 @@ class _Block:
         return Case(request, expect, notes.get("expect-rule"), name, self.source, self.line, time)
 
 
-def _time(text: str, source: str, line: int) -> float:
-    """Unix seconds, or ISO-8601 (a time without zone is taken as UTC)."""
+def parse_time(text: str) -> float:
+    """Unix seconds or ISO-8601; a time without a zone is UTC, never local time."""
+    text = text.strip()
     try:
         return float(text)
     except ValueError:
         pass
     try:
-        when = dt.datetime.fromisoformat(text)
+        moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise CorpusError(
-            f"{source}:{line}: '# time: {text}' is not unix seconds or ISO-8601"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+        raise ValueError(f"{text!r} is neither unix seconds nor an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def _time(text: str, source: str, line: int) -> float:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise CorpusError(f"{source}:{line}: '# time: {text}': {exc}") from None
 
 
 def parse_policy_text(text: str, source: str = "<text>") -> list[Case]:
-    """Every request block of ``text``, in file order."""
+    """Every request block of ``text``, in file order; a recording's cut tail is left out."""
     cases: list[Case] = []
     block: _Block | None = None
-    for number, raw in enumerate(text.split("\n"), start=1):
+    for number, raw in enumerate(whole_blocks(text).split("\n"), start=1):
         line = raw.removesuffix("\r")
         if not line:
             found = block.case() if block else None
@@ -124,3 +133,16 @@ def read_policy_file(path: Path) -> list[Case]:
     """Read one request file; OSError passes through, bad content is a CorpusError."""
     text = path.read_bytes().decode("utf-8", "surrogateescape")
     return parse_policy_text(text, str(path))
+
+
+def whole_blocks(text: str) -> str:
+    """A recording cut by a crash mid-write, without its cut last block.
+
+    The recorder ends every block with a blank line, so a recording that does
+    not end with one lost the tail of its last write; a hand-written file may
+    end anywhere and is returned unchanged.
+    """
+    if not text.startswith(RECORDING_HEADER) or text.endswith("\n\n"):
+        return text
+    cut = text.rfind("\n\n")
+    return text[: cut + 2] if cut >= 0 else RECORDING_HEADER

@@ -58,7 +58,7 @@ class PolicyFile(pytest.File):
 
         try:
             engine = self._engine(replay)
-            cases = replay.read_cases(self.path)
+            cases = replay.load_cases(self.path)
         except replay.LoadError as exc:
             raise self.CollectError(str(exc)) from None
         names: set[str] = set()

@@ -14,14 +14,13 @@ reads time yet, so today it is carried and reported only.
 from __future__ import annotations
 
 import collections
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 from postgate.config import load_config
-from postgate.corpus import CorpusError, parse_policy_text
+from postgate.corpus import CorpusError, parse_policy_text, read_policy_file
 from postgate.problems import ConfigError
-from postgate.record import RECORDING_HEADER, format_time
+from postgate.record_format import format_time
 from postgate.replies import DUNNO, Action
 
 if TYPE_CHECKING:
@@ -230,33 +229,22 @@ def describe_diff(report: DiffReport, examples: int = 3) -> list[str]:
     return lines
 
 
-def read_cases(path: Path) -> list[Case]:
-    """Cases of one request file; `LoadError` when unreadable or malformed."""
+def load_cases(path: Path) -> list[Case]:
+    """`corpus.read_policy_file`, its errors as a `LoadError` with the exit status."""
     try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        return read_policy_file(path)
     except OSError as exc:
         raise LoadError(f"{path}: cannot read: {exc.strerror or exc}", EX_NOINPUT) from None
-    return parse_cases(text, str(path))
-
-
-def parse_cases(text: str, source: str) -> list[Case]:
-    try:
-        return parse_policy_text(whole_blocks(text), source)
     except CorpusError as exc:
         raise LoadError(str(exc), EX_DATAERR) from None
 
 
-def whole_blocks(text: str) -> str:
-    """A recording cut by a crash mid-write, without its cut last block.
-
-    The recorder ends every block with a blank line, so a recording that does
-    not end with one lost the tail of its last write; a hand-written file may
-    end anywhere and is returned unchanged.
-    """
-    if not text.startswith(RECORDING_HEADER) or text.endswith("\n\n"):
-        return text
-    cut = text.rfind("\n\n")
-    return text[: cut + 2] if cut >= 0 else RECORDING_HEADER
+def load_text(text: str, source: str) -> list[Case]:
+    """`corpus.parse_policy_text` for piped input, malformed text as a `LoadError`."""
+    try:
+        return parse_policy_text(text, source)
+    except CorpusError as exc:
+        raise LoadError(str(exc), EX_DATAERR) from None
 
 
 def config_header(path: Path) -> Path | None:
@@ -286,22 +274,6 @@ def policy_files(paths: Iterable[Path]) -> list[Path]:
         else:
             raise LoadError(f"{path}: no such file or directory", EX_NOINPUT)
     return found
-
-
-def parse_time(text: str) -> float:
-    """Unix seconds or ISO-8601; a time without a zone is UTC, never local time."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither unix seconds nor an ISO-8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
 
 
 __all__ = [

@@ -71,18 +71,18 @@ class Answerer:
         config = self.config
         try:
             decision = config.ruleset.decide(request)
-            rule = decision.rule
-            wire = decision.action.encode_for(request, rule)
+            rule, action = decision.rule, decision.action
+            wire = action.encode_for(request, rule)
         except Exception:  # noqa: BLE001 - any rule bug must still get an answer
             self.errors += 1
-            rule = "ON_ERROR"
-            wire = config.daemon.on_error.encode_for(request, rule)
+            rule, action = "ON_ERROR", config.daemon.on_error
+            wire = action.encode_for(request, rule)
             self._log.exception("evaluation_failed", **_fields(request))
         # What was rendered, templates filled in: `action=` + text + `\n\n`.
         line = wire[7:-2].decode()
         recorder = self.recorder
         if recorder is not None and recorder.enabled:
-            recorder.add(request, line, rule, self._clock())
+            recorder.add(request, line, rule, self._clock(), action=action)
         if config.daemon.dry_run:
             wire = DUNNO.wire
         self.answered += 1

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from postgate import admin
-from postgate.corpus import Case
+from postgate.corpus import Case, read_policy_file
 from postgate.protocol import PolicyRequest, encode, encode_request
-from postgate.replay import Engine, check, evaluate, has_expectation, load_engine, read_cases
+from postgate.replay import Engine, check, evaluate, has_expectation, load_engine
 from tests.integration.daemon import Daemon, ask, connect, drive, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "conf" / "examples"
-SHIPPED = sum(map(has_expectation, read_cases(EXAMPLES / "test_reference.policy")))
+SHIPPED = sum(map(has_expectation, read_policy_file(EXAMPLES / "test_reference.policy")))
 CONNECTIONS = 50
 PER_CONNECTION = 200  # 50 x 200 = 10,000 requests
 
@@ -54,7 +54,7 @@ def varied(seed: Case, n: int, rng: random.Random) -> dict[str, str]:
 
 def traffic(engine: Engine) -> list[list[tuple[bytes, bytes]]]:
     """10,000 (request, expected reply) pairs, the reply from the in-process engine."""
-    seeds = read_cases(EXAMPLES / "test_reference.policy")
+    seeds = read_policy_file(EXAMPLES / "test_reference.policy")
     rng = random.Random(5)
     plan: list[list[tuple[bytes, bytes]]] = []
     for conn in range(CONNECTIONS):
@@ -97,7 +97,7 @@ class TestRecordThenReplay:
         assert "record_dropped" not in daemon.log()
 
         files = recordings(recording)
-        cases = [case for path in files for case in read_cases(path)]
+        cases = [case for path in files for case in read_policy_file(path)]
         sent = collections.Counter(request for pairs in plan for request, _ in pairs)
         recorded = collections.Counter(encode_request(case.request.as_dict()) for case in cases)
         assert sent == recorded
@@ -118,7 +118,7 @@ class TestSwitchingWithoutRestart:
         recording = tmp_path / "requests.policy"
         config = daemon_config(tmp_path, port, recording)
         config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
-        seeds = read_cases(EXAMPLES / "test_reference.policy")
+        seeds = read_policy_file(EXAMPLES / "test_reference.policy")
         attrs = [varied(seeds[0], n, random.Random(n)) for n in range(3)]
         with Daemon(config) as daemon:
             sock = connect(("127.0.0.1", port), socket.AF_INET)
@@ -129,7 +129,7 @@ class TestSwitchingWithoutRestart:
                 ask(sock, request)
             sock.close()
             daemon.stop()
-        assert [attrs[1]] == [case.request.as_dict() for case in read_cases(recording)]
+        assert [attrs[1]] == [case.request.as_dict() for case in read_policy_file(recording)]
         assert '"enabled":true' in daemon.log()
 
 
@@ -159,7 +159,7 @@ class TestCommandLine:
             str(EXAMPLES / "rules-variant.toml"),
             str(EXAMPLES / "test_reference.policy"),
         )
-        cases = read_cases(EXAMPLES / "test_reference.policy")
+        cases = read_policy_file(EXAMPLES / "test_reference.policy")
         engine = load_engine(EXAMPLES / "reference.toml")
         trapped = sum(evaluate(engine, case).rule == "SPAMTRAP" for case in cases)
         headline = f"{trapped} of {len(cases)} requests change their answer"

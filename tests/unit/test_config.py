@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from postgate.cli import EX_CONFIG, main
+from postgate.cli import main
 from postgate.config import DEFAULT_LISTEN, load_config
 from postgate.problems import ConfigError
+from postgate.replay import EX_CONFIG
 
 
 def run_check(path: Path) -> tuple[int, str, str]:

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.corpus import CorpusError, parse_policy_text, read_policy_file
+from postgate.corpus import (
+    RECORDING_HEADER,
+    CorpusError,
+    parse_policy_text,
+    parse_time,
+    read_policy_file,
+    whole_blocks,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,7 +94,10 @@ class TestErrors:
             ("request=x\n=value\n", "f.policy:2: expected name=value"),
             ("# expect: DUNNO\n\nrequest=x\n", "f.policy:1: an expectation without a request"),
             ("# expect: OK\n# expect: DUNNO\nrequest=x\n", "f.policy:2: second '# expect:'"),
-            ("# time: yesterday\nrequest=x\n", "f.policy:1: '# time: yesterday' is not unix"),
+            (
+                "# time: yesterday\nrequest=x\n",
+                "f.policy:1: '# time: yesterday': 'yesterday' is neither",
+            ),
         ],
     )
     def test_malformed_files_name_file_and_line(self, text: str, message: str) -> None:
@@ -113,3 +123,38 @@ class TestFiles:
         path = tmp_path / "e.policy"
         path.write_text("")
         assert [] == read_policy_file(path)
+
+
+class TestRecordings:
+    BLOCK = "request=smtpd_access_policy\nsender=a@example.com\n\n"
+
+    def test_recording_cut_mid_block_loses_only_that_block(self) -> None:
+        """A recording that a crash cut short reads as its whole blocks."""
+        whole = RECORDING_HEADER + self.BLOCK
+        assert whole == whole_blocks(whole + "request=smtpd_access_policy\nprotocol_st")
+
+    def test_hand_written_file_without_final_blank_line_is_kept(self) -> None:
+        """Only recordings are trimmed; a hand-written last block may end anywhere."""
+        text = self.BLOCK.rstrip("\n")
+        assert text == whole_blocks(text)
+
+    def test_reading_a_cut_recording_yields_its_whole_blocks(self, tmp_path: Path) -> None:
+        """read_policy_file drops the cut tail instead of reading half a request."""
+        path = tmp_path / "r.policy"
+        path.write_text(RECORDING_HEADER + self.BLOCK + "request=smtpd_access_policy\nsend")
+        assert ["a@example.com"] == [case.request["sender"] for case in read_policy_file(path)]
+
+
+class TestTimes:
+    def test_times_are_unix_seconds_or_iso_in_utc(self) -> None:
+        """A zone-less ISO time is UTC, never the local zone."""
+        assert [60.0, 60.0, 3600.0] == [
+            parse_time("60"),
+            parse_time("1970-01-01T00:01:00"),
+            parse_time("1970-01-01T02:00:00+01:00"),
+        ]
+
+    def test_unreadable_time_is_a_value_error(self) -> None:
+        """Anything else is refused with the text quoted."""
+        with pytest.raises(ValueError, match="'soon' is neither"):
+            parse_time("soon")

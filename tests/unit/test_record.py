@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from postgate.corpus import parse_policy_text
+from postgate.corpus import RECORDING_HEADER, parse_policy_text, read_policy_file
 from postgate.problems import Problems
 from postgate.protocol import PolicyRequest
 from postgate.record import (
-    RECORDING_HEADER,
     Recorder,
     RecordSettings,
     Redactor,
@@ -29,7 +28,7 @@ from postgate.record import (
     parse_record_settings,
     trim_cut_tail,
 )
-from postgate.replay import read_cases
+from postgate.replies import parse_action
 
 NOW = 1772366400.25  # 2026-03-01T12:00:00.25Z
 
@@ -54,8 +53,12 @@ def settings(path: Path, **changes: object) -> RecordSettings:
     return RecordSettings(**base)  # type: ignore[arg-type]
 
 
+def recorder_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "postgate-recorder"}
+
+
 def ports(path: Path) -> list[int]:
-    return [int(case.request["client_port"]) for case in read_cases(path)]
+    return [int(case.request["client_port"]) for case in read_policy_file(path)]
 
 
 class FakeClock:
@@ -159,7 +162,20 @@ class TestBlockFormat:
                 "utf-8", "surrogateescape"
             )
         )
-        assert [odd] == [case.request for case in read_cases(path)]
+        assert [odd] == [case.request for case in read_policy_file(path)]
+
+    def test_value_ending_in_cr_replays_byte_for_byte(self, tmp_path: Path) -> None:
+        """A value ending in CR is written as the wire writes it and reads back unchanged."""
+        odd = request(helo_name="host\r")
+        path = tmp_path / "r.policy"
+        path.write_bytes((RECORDING_HEADER + format_block(odd, "DUNNO", "R", NOW)).encode())
+        assert [odd] == [case.request for case in read_policy_file(path)]
+
+    def test_attribute_no_line_can_carry_is_left_out(self) -> None:
+        """A value holding NUL is dropped from the block; the rest of the record stays."""
+        odd = PolicyRequest({**request().as_dict(), "helo_name": "a\0b"})
+        (case,) = parse_policy_text(format_block(odd, "DUNNO", "R", NOW))
+        assert request() == case.request
 
 
 class TestRedaction:
@@ -181,17 +197,60 @@ class TestRedaction:
         assert ("", redactor.local("bob")) == (redactor.address(""), redactor.address("bob"))
 
     def test_recorded_block_hides_addresses_also_in_the_answer(self) -> None:
-        """sender, recipient and sasl_username are hashed, and the answer quoting one too."""
+        """sender, recipient and sasl_username are hashed; the answer is rendered from them."""
         redactor = Redactor(b"k" * 32)
         req = request(7, sasl_username="alice")
-        answer = "550 5.7.1 <bob7@example.com>: no"
-        text = format_block(req, answer, "R", NOW, redactor=redactor)
+        action = parse_action("550 5.7.1 <{recipient}>: no").action
+        text = format_block(
+            req, action.render(req, "R"), "R", NOW, redactor=redactor, action=action
+        )
         (case,) = parse_policy_text(text)
         rcpt = redactor.address("bob7@example.com")
         assert "alice" not in text
         assert "bob7" not in text
         expected = (f"550 5.7.1 <{rcpt}>: no", rcpt, redactor.local("alice"))
         assert expected == (case.expect, case.request["recipient"], case.request["sasl_username"])
+
+    def test_value_shown_sanitised_in_the_answer_is_hidden_too(self) -> None:
+        """A long non-ASCII sender, cut and shown with '?' in the reply, stays out of the file."""
+        redactor = Redactor(b"k" * 32)
+        local = "\u00e9t\u00e9-" + "x" * 80
+        req = request(sender=f"{local}@example.org")
+        action = parse_action("REJECT {sender} refused").action
+        text = format_block(
+            req, action.render(req, "R"), "R", NOW, redactor=redactor, action=action
+        )
+        (case,) = parse_policy_text(text)
+        assert ("?t?-xxxx" in text, case.expect) == (False, action.render(case.request, "R"))
+
+    def test_one_letter_sender_leaves_the_answer_intact(self) -> None:
+        """A sender 'e' no longer turns every 'e' of the answer into its hash."""
+        redactor = Redactor(b"k" * 32)
+        action = parse_action("REJECT sender refused").action
+        req = request(sender="e")
+        text = format_block(
+            req, "REJECT sender refused", "R", NOW, redactor=redactor, action=action
+        )
+        (case,) = parse_policy_text(text)
+        assert ("REJECT sender refused", redactor.local("e")) == (
+            case.expect,
+            case.request["sender"],
+        )
+
+    def test_without_the_action_an_answer_showing_a_hidden_value_is_left_out(self) -> None:
+        """No action to render with: '# expect:' is omitted, '# expect-rule:' kept."""
+        redactor = Redactor(b"k" * 32)
+        req = request(sender="x" * 80 + "@example.org")
+        answer = f"REJECT {'x' * 61}... refused"
+        (case,) = parse_policy_text(format_block(req, answer, "R", NOW, redactor=redactor))
+        assert (None, "R") == (case.expect, case.expect_rule)
+
+    def test_without_the_action_an_answer_showing_no_hidden_value_is_kept(self) -> None:
+        """No action, but the answer quotes nothing redacted: it is written as sent."""
+        redactor = Redactor(b"k" * 32)
+        text = format_block(request(), "DUNNO", "R", NOW, redactor=redactor)
+        (case,) = parse_policy_text(text)
+        assert ("DUNNO", "R") == (case.expect, case.expect_rule)
 
     def test_key_file_is_private_and_reused(self, tmp_path: Path) -> None:
         """The key is created once, mode 0600, and read back the next time."""
@@ -244,6 +303,39 @@ class TestRecorder:
         recorder.close()
         assert ([True, False], [1]) == (states, ports(path))
 
+    def test_no_writer_thread_until_recording_is_switched_on(self, tmp_path: Path) -> None:
+        """Off at start: no thread; set_enabled(True) starts one; close() ends it."""
+        before = recorder_threads()
+        recorder = Recorder(settings(tmp_path / "r.policy", enabled=False))
+        idle = recorder_threads() - before
+        recorder.set_enabled(True)
+        started = recorder_threads() - before
+        recorder.close()
+        assert (set(), 1, False) == (idle, len(started), any(t.is_alive() for t in started))
+
+    def test_never_started_recorder_flushes_and_closes(self) -> None:
+        """Without a path nothing starts; flush() and close() return at once, cleanly."""
+        before = recorder_threads()
+        recorder = Recorder(RecordSettings())
+        flushed = recorder.flush(10)
+        recorder.close()
+        assert (True, set(), False) == (flushed, recorder_threads() - before, recorder.enabled)
+
+    def test_reload_that_enables_recording_starts_the_writer(self, tmp_path: Path) -> None:
+        """A reconfigure switching recording on writes from then on."""
+        path = tmp_path / "r.policy"
+        recorder = Recorder(RecordSettings())
+        recorder.reconfigure(settings(path))
+        recorder.add(request(4), "DUNNO", "R", NOW)
+        recorder.close()
+        assert [4] == ports(path)
+
+    def test_closed_recorder_cannot_be_switched_back_on(self, tmp_path: Path) -> None:
+        """After close() the toggle stays off: no writer would take the records."""
+        recorder = Recorder(settings(tmp_path / "r.policy", enabled=False))
+        recorder.close()
+        assert recorder.set_enabled(True) is False
+
     def test_cannot_switch_on_without_a_path(self) -> None:
         """No [record] path: the toggle stays off and says so."""
         recorder = Recorder(RecordSettings())
@@ -262,6 +354,18 @@ class TestRecorder:
         recorder.close()
         assert ([1], [2]) == (ports(old), ports(new))
 
+    def test_redacting_recorder_renders_the_expectation_it_replays(self, tmp_path: Path) -> None:
+        """Given the action, the writer's '# expect:' equals replay's rendering, no address."""
+        path = tmp_path / "r.policy"
+        action = parse_action("REJECT <{sender}> refused").action
+        req = request(1, sender="e")
+        recorder = Recorder(settings(path, redact=True))
+        recorder.add(req, action.render(req, "R"), "R", NOW, action=action)
+        recorder.close()
+        (case,) = read_policy_file(path)
+        assert case.expect == action.render(case.request, "R")
+        assert "<e>" not in path.read_text()
+
     def test_redacting_recorder_keeps_its_key_beside_the_file(self, tmp_path: Path) -> None:
         """redact = true: no local part in the file, the key in r.policy.key."""
         path = tmp_path / "r.policy"
@@ -269,7 +373,7 @@ class TestRecorder:
         recorder.add(request(1), "DUNNO", "R", NOW)
         recorder.close()
         expected = Redactor(load_key(key_path(path))).address("bob1@example.com")
-        (case,) = read_cases(path)
+        (case,) = read_policy_file(path)
         assert (expected, False) == (case.request["recipient"], b"bob1" in path.read_bytes())
 
 
@@ -379,7 +483,7 @@ class TestCrashSafety:
         done = subprocess.run(
             [sys.executable, "-c", CRASHER, str(path), "20000"], timeout=120, check=False
         )
-        cases = read_cases(path)
+        cases = read_policy_file(path)
         torn = [
             c.line
             for c in cases
@@ -424,4 +528,4 @@ def test_rotated_files_each_replay_on_their_own(tmp_path: Path, keep: int) -> No
     recorder.close()
     rotated = sorted(tmp_path.glob("r.policy.*"))
     assert keep == len(rotated)
-    assert all(len(read_cases(f)) >= 1 for f in rotated)
+    assert all(len(read_policy_file(f)) >= 1 for f in rotated)

@@ -14,7 +14,6 @@ import pytest
 
 from postgate import admin
 from postgate.corpus import Case, parse_policy_text
-from postgate.record import RECORDING_HEADER
 from postgate.replay import (
     Engine,
     LoadError,
@@ -23,12 +22,10 @@ from postgate.replay import (
     describe_failure,
     diff,
     evaluate,
+    load_cases,
     load_engine,
-    parse_time,
-    read_cases,
     replay,
     summarize,
-    whole_blocks,
 )
 from postgate.replies import DUNNO, parse_action
 
@@ -253,29 +250,19 @@ class TestDiff:
 
 
 class TestReadingFiles:
-    def test_recording_cut_mid_block_loses_only_that_block(self) -> None:
-        """A recording that a crash cut short reads as its whole blocks."""
-        whole = RECORDING_HEADER + block("a@example.com")
-        assert whole == whole_blocks(whole + "request=smtpd_access_policy\nprotocol_st")
-
-    def test_hand_written_file_without_final_blank_line_is_kept(self) -> None:
-        """Only recordings are trimmed; a hand-written last block may end anywhere."""
-        text = block("a@example.com").rstrip("\n")
-        assert text == whole_blocks(text)
-
-    def test_times_are_unix_seconds_or_iso_in_utc(self) -> None:
-        """A zone-less ISO time is UTC, never the local zone."""
-        assert [60.0, 60.0, 3600.0] == [
-            parse_time("60"),
-            parse_time("1970-01-01T00:01:00"),
-            parse_time("1970-01-01T02:00:00+01:00"),
-        ]
-
     def test_missing_file_is_a_load_error(self, tmp_path: Path) -> None:
         """An absent request file is reported with EX_NOINPUT."""
         with pytest.raises(LoadError) as caught:
-            read_cases(tmp_path / "nope.policy")
+            load_cases(tmp_path / "nope.policy")
         assert 66 == caught.value.status
+
+    def test_malformed_file_is_a_load_error_naming_the_line(self, tmp_path: Path) -> None:
+        """A file the corpus reader refuses is reported with EX_DATAERR and file:line."""
+        path = tmp_path / "bad.policy"
+        path.write_text("request=x\nnot an attribute\n")
+        with pytest.raises(LoadError) as caught:
+            load_cases(path)
+        assert (65, f"{path}:2:") == (caught.value.status, str(caught.value)[: len(str(path)) + 3])
 
 
 class TestReplayCommand:
@@ -357,7 +344,7 @@ class TestDiffCommand:
         """The variant drops SPAMTRAP: the changed requests are those SPAMTRAP decided."""
         reference, variant = EXAMPLES / "reference.toml", EXAMPLES / "rules-variant.toml"
         corpus = EXAMPLES / "test_reference.policy"
-        cases = read_cases(corpus)
+        cases = load_cases(corpus)
         outcomes = replay(load_engine(reference), cases)
         trapped = [o.case.line for o in outcomes if o.rule == "SPAMTRAP"]
         report = diff(load_engine(reference), load_engine(variant), cases)

@@ -1,0 +1,184 @@
+"""One recorded request as a block of the request file format, redacted if asked.
+
+The format is `postgate.corpus`'s, so a recording replays as is. Redaction
+(``redact = true``) hides local parts in the request, and the ``# expect:``
+line is rendered again from the redacted request with the action that
+answered, so it equals what replay renders and quotes no address in any
+form. A record without its action keeps its answer only when the answer
+shows none of the hidden values (raw or as a reply would show them,
+`sanitise`); else only ``# expect-rule:`` is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import hmac
+import math
+import os
+import secrets
+from typing import TYPE_CHECKING, Final
+
+from postgate.protocol import EncodeError, PolicyRequest, request_line
+from postgate.replies import ELLIPSIS, sanitise
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from postgate.replies import Action
+
+# Attributes holding an address or login whose local part identifies a person.
+REDACTED: Final = ("sender", "recipient", "sasl_username", "sasl_sender")
+KEY_BYTES: Final = 32
+
+
+def format_time(now: float) -> str:
+    """ISO-8601 in UTC with microseconds: readable in the file, unambiguous to replay."""
+    whole = math.floor(now)
+    micro = round((now - whole) * 1_000_000)
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    return f"{_second(whole)}.{micro:06d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    # Records come many per second; the calendar arithmetic is done once each.
+    return dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class Redactor:
+    """Replaces local parts by a keyed hash: stable for a key, useless without it.
+
+    The same address always becomes the same ``h-<12 hex>``, so rules and
+    expectations that match repeated addresses or domains still replay; rules
+    that name a local part of a redacted attribute no longer match.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._seen: dict[str, str] = {}
+
+    def local(self, text: str) -> str:
+        hashed = self._seen.get(text)
+        if hashed is None:
+            raw = text.encode("utf-8", "surrogateescape")
+            hashed = "h-" + hmac.new(self._key, raw, hashlib.sha256).hexdigest()[:12]
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+            self._seen[text] = hashed
+        return hashed
+
+    def address(self, value: str) -> str:
+        local, at, domain = value.rpartition("@")
+        if not at:
+            return self.local(value) if value else value
+        return f"{self.local(local)}@{domain}" if local else value
+
+    def apply(self, attrs: dict[str, str]) -> list[str]:
+        """Redact ``attrs`` in place; return the values it hid."""
+        hidden: list[str] = []
+        for name in REDACTED:
+            value = attrs.get(name)
+            if value:
+                redacted = self.address(value)
+                if redacted != value:
+                    attrs[name] = redacted
+                    hidden.append(value)
+        return hidden
+
+
+def load_key(path: Path) -> bytes:
+    """The redaction key kept beside the recording, created (0600) on first use."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(KEY_BYTES))
+    return path.read_bytes()
+
+
+def key_path(recording: Path) -> Path:
+    return recording.with_name(recording.name + ".key")
+
+
+def format_block(  # noqa: PLR0913 - one record's fields and the settings shaping it
+    request: PolicyRequest,
+    answer: str,
+    rule: str,
+    now: float,
+    *,
+    decisions: bool = True,
+    redactor: Redactor | None = None,
+    action: Action | None = None,
+) -> str:
+    """One request in the request file format, ending with its blank line.
+
+    ``action`` is what answered; with a ``redactor`` it renders the expected
+    answer from the redacted request (see the module docstring).
+    """
+    attrs = request.as_dict()
+    expect: str | None = answer
+    if redactor is not None:
+        hidden = redactor.apply(attrs)
+        if hidden:
+            expect = _redacted_answer(attrs, hidden, answer, rule, action)
+    head = f"# time: {format_time(now)}\n"
+    if decisions:
+        head += f"# expect: {expect}\n" if expect is not None else ""
+        head += f"# expect-rule: {rule}\n"
+    return head + "".join(_lines(attrs)) + "\n"
+
+
+def _redacted_answer(
+    attrs: dict[str, str], hidden: list[str], answer: str, rule: str, action: Action | None
+) -> str | None:
+    """The answer replay gives the redacted request; None when it cannot be known safely."""
+    if action is not None:
+        return action.render(PolicyRequest(attrs), rule)
+    shown = [value for value in hidden if value in answer or _sanitised(value) in answer]
+    return None if shown else answer
+
+
+def _sanitised(value: str) -> str:
+    """How a reply shows ``value``, minus the ellipsis of a cut value."""
+    return sanitise(value).removesuffix(ELLIPSIS)
+
+
+def _lines(attrs: dict[str, str]) -> list[str]:
+    """The ``name=value`` lines, each as the wire carries it (`request_line`).
+
+    A value ending in CR gets the extra CR the reader drops, so it reads back
+    byte for byte. What no line can carry (NUL, a name with '=') is left out,
+    like names that would read back as something else.
+    """
+    lines: list[str] = []
+    for name, value in attrs.items():
+        if name in _SAFE_NAMES or _replayable(name):
+            try:
+                lines.append(request_line(name, value))
+            except EncodeError:
+                continue
+    return lines
+
+
+# Attribute names already known to read back as themselves: Postfix sends the
+# same few dozen, so the check below runs once per name, not per record.
+_SAFE_NAMES: set[str] = set()
+_MAX_SAFE_NAMES: Final = 1024
+
+
+def _replayable(name: str) -> bool:
+    """Whether `postgate.corpus` reads ``name=`` back as this attribute.
+
+    A name starting with '#' would read back as a comment (or forge an
+    expectation), one with outer blanks is refused; Postfix sends neither, so
+    such attributes are left out rather than making the recording unreadable.
+    """
+    if name != name.strip() or name.startswith("#"):
+        return False
+    if len(_SAFE_NAMES) < _MAX_SAFE_NAMES:
+        _SAFE_NAMES.add(name)
+    return True

@@ -1,0 +1,87 @@
+"""The ``[record]`` table: where the recorder writes, whether, how big, how private.
+
+Validated here, used by `postgate.record`; config.py imports this module, so
+it imports nothing from the config loader or the rule engine.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from postgate.problems import Problems
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSettings:
+    """The ``[record]`` table: where, whether, how big, how private."""
+
+    path: Path | None = None
+    enabled: bool = False
+    max_bytes: int = 64 * 1024 * 1024  # rotate past this size; 0 never rotates
+    keep: int = 5  # rotated files kept: path.1 (newest) .. path.keep
+    redact: bool = False
+    decisions: bool = True  # write '# expect:' / '# expect-rule:' lines
+    max_pending: int = 10_000  # records waiting for the writer before drops start
+
+
+_KEYS: Final = ("path", "enabled", "max_bytes", "keep", "redact", "decisions", "max_pending")
+
+
+def parse_record_settings(
+    raw: Mapping[str, Any], problems: Problems, base_dir: Path | None = None
+) -> RecordSettings:
+    """Validate a ``[record]`` table; a relative path is relative to ``base_dir``."""
+    for key in raw:
+        if key not in _KEYS:
+            hint = difflib.get_close_matches(key, _KEYS, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            problems.error(f"record.{key}", f"unknown setting{extra}; known: {', '.join(_KEYS)}")
+    base = RecordSettings()
+    path = _path(raw.get("path"), problems, base_dir)
+    enabled = _flag(raw, "enabled", base.enabled, problems)
+    if enabled and path is None:
+        problems.error("record.enabled", "recording needs record.path")
+    return RecordSettings(
+        path=path,
+        enabled=enabled,
+        max_bytes=_count(raw, "max_bytes", base.max_bytes, (0, 1 << 40), problems),
+        keep=_count(raw, "keep", base.keep, (0, 1000), problems),
+        redact=_flag(raw, "redact", base.redact, problems),
+        decisions=_flag(raw, "decisions", base.decisions, problems),
+        max_pending=_count(raw, "max_pending", base.max_pending, (1, 10_000_000), problems),
+    )
+
+
+def _path(value: Any, problems: Problems, base_dir: Path | None) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        problems.error("record.path", f"must be a file name, not {value!r}")
+        return None
+    path = Path(value)
+    return base_dir / path if base_dir is not None and not path.is_absolute() else path
+
+
+def _flag(raw: Mapping[str, Any], key: str, default: bool, problems: Problems) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        problems.error(f"record.{key}", f"must be true or false, not {value!r}")
+        return default
+    return value
+
+
+def _count(
+    raw: Mapping[str, Any], key: str, default: int, bounds: tuple[int, int], problems: Problems
+) -> int:
+    value = raw.get(key, default)
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.error(f"record.{key}", f"must be a whole number in {low}..{high}, not {value!r}")
+        return default
+    return value
