@@ -75,16 +75,20 @@ class PolicyRequest:
     how Postfix reports unavailable values (policy-protocol.md §2.1).
     """
 
-    __slots__ = ("_attrs",)
+    __slots__ = ("_attrs", "wire")
 
     def __init__(self, attrs: Mapping[str, str]) -> None:
         self._attrs = dict(attrs)
+        # The attribute lines as received (LF-separated, CR-LF folded, no
+        # closing empty line); empty for requests not read from a peer.
+        self.wire = b""
 
     @classmethod
-    def _adopt(cls, attrs: dict[str, str]) -> PolicyRequest:
+    def _adopt(cls, attrs: dict[str, str], wire: bytes) -> PolicyRequest:
         """Wrap a dict the decoder just built and nobody else holds, uncopied."""
         request = cls.__new__(cls)
         request._attrs = attrs  # noqa: SLF001 - same class
+        request.wire = wire
         return request
 
     @property
@@ -247,7 +251,7 @@ class Decoder:
         kind = attrs.get("request")
         if kind != REQUEST_NAME:
             raise ProtocolError(_not_policy(kind))
-        return PolicyRequest._adopt(attrs)  # noqa: SLF001 - the decoder owns attrs
+        return PolicyRequest._adopt(attrs, bytes(block))  # noqa: SLF001 - the decoder owns attrs
 
 
 class _Terminators:

@@ -29,6 +29,9 @@ import structlog
 from postgate.corpus import RECORDING_HEADER
 from postgate.record_format import (
     Redactor,
+    copy_block,
+    copyable,
+    encode_block,
     format_block,
     format_time,
     key_path,
@@ -63,7 +66,7 @@ class Recorder:
         self._settings = settings
         self.enabled = settings.enabled and settings.path is not None
         self._lock = threading.Lock()
-        self._pending: list[Entry] = []
+        self._pending: list[Entry | bytes] = []
         self._waiters: list[threading.Event] = []
         self._wake = threading.Event()
         self._hurry = threading.Event()
@@ -92,15 +95,27 @@ class Recorder:
 
         ``action_line`` is the answer sent; ``action`` the action that rendered
         it, needed to render the expectation again when redacting.
+
+        A request whose received lines can be copied is encoded here, which
+        is a few string joins; everything else is formatted by the writer
+        thread. Encoding here rather than there keeps the writer thread from
+        holding the interpreter lock for whole batches, which would stall the
+        answers of every connection for milliseconds at a time.
         """
         if not self.enabled:
             return
+        settings = self._settings
+        entry: Entry | bytes
+        if not settings.redact and copyable(request):
+            entry = copy_block(request, action_line, rule, now, decisions=settings.decisions)
+        else:
+            entry = (request, action_line, rule, now, action)
         with self._lock:
             pending = self._pending
-            if len(pending) >= self._settings.max_pending:
+            if len(pending) >= settings.max_pending:
                 self.dropped += 1
                 return
-            pending.append((request, action_line, rule, now, action))
+            pending.append(entry)
             first = len(pending) == 1
         if first:
             self._wake.set()
@@ -184,7 +199,7 @@ class Recorder:
             waiter.set()
         return closing
 
-    def _write(self, batch: list[Entry], settings: RecordSettings) -> int:
+    def _write(self, batch: list[Entry | bytes], settings: RecordSettings) -> int:
         try:
             return self._sink.write(batch, settings)
         except Exception:  # the writer must outlive any bad record
@@ -220,7 +235,7 @@ class _Sink:
         self.redactor: Redactor | None = None
         self.failed_at: float | None = None
 
-    def write(self, batch: list[Entry], settings: RecordSettings) -> int:
+    def write(self, batch: list[Entry | bytes], settings: RecordSettings) -> int:
         """Append ``batch``; returns how many records were lost to an I/O error."""
         if not batch or settings.path is None:
             return len(batch)
@@ -244,21 +259,17 @@ class _Sink:
             self.failed_at = now
         self.close()
 
-    def encode(self, batch: Iterable[Entry], settings: RecordSettings) -> bytes:
+    def encode(self, batch: Iterable[Entry | bytes], settings: RecordSettings) -> bytes:
         redactor = self.redaction(settings)
-        blocks = (
-            format_block(
-                request,
-                answer,
-                rule,
-                now,
-                decisions=settings.decisions,
-                redactor=redactor,
-                action=action,
+        blocks = [
+            entry
+            if isinstance(entry, bytes)
+            else encode_block(
+                *entry[:4], decisions=settings.decisions, redactor=redactor, action=entry[4]
             )
-            for request, answer, rule, now, action in batch
-        )
-        return "".join(blocks).encode("utf-8", "surrogateescape")
+            for entry in batch
+        ]
+        return b"".join(blocks)
 
     def redaction(self, settings: RecordSettings) -> Redactor | None:
         if not settings.redact or settings.path is None:

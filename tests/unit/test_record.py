@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from postgate.corpus import RECORDING_HEADER, parse_policy_text, read_policy_file
 from postgate.problems import Problems
-from postgate.protocol import PolicyRequest
+from postgate.protocol import Decoder, PolicyRequest, encode_request
 from postgate.record import (
     Recorder,
     RecordSettings,
@@ -28,6 +28,7 @@ from postgate.record import (
     parse_record_settings,
     trim_cut_tail,
 )
+from postgate.record_format import encode_block
 from postgate.replies import parse_action
 
 NOW = 1772366400.25  # 2026-03-01T12:00:00.25Z
@@ -529,3 +530,35 @@ def test_rotated_files_each_replay_on_their_own(tmp_path: Path, keep: int) -> No
     rotated = sorted(tmp_path.glob("r.policy.*"))
     assert keep == len(rotated)
     assert all(len(read_policy_file(f)) >= 1 for f in rotated)
+
+
+class TestCopiedLines:
+    """Requests read from a peer are recorded by copying their received lines."""
+
+    @staticmethod
+    def received(raw: bytes) -> PolicyRequest:
+        (decoded,) = Decoder().feed(raw)
+        return decoded
+
+    def test_copied_block_reads_back_as_the_formatted_one(self) -> None:
+        """The copied lines and the line-by-line form replay to the same case."""
+        decoded = self.received(encode_request(request(4).as_dict()))
+        copied = encode_block(decoded, "DUNNO", "LOCAL", NOW)
+        formatted = format_block(decoded, "DUNNO", "LOCAL", NOW).encode()
+        (fast,) = parse_policy_text(copied.decode())
+        (slow,) = parse_policy_text(formatted.decode())
+        assert (slow.request, slow.expect, slow.expect_rule, slow.time) == (
+            fast.request,
+            fast.expect,
+            fast.expect_rule,
+            fast.time,
+        )
+        assert decoded.wire in copied
+
+    def test_line_that_reads_as_a_comment_is_never_copied(self) -> None:
+        """A client cannot forge an expectation: such a request is reformatted."""
+        raw = b"request=smtpd_access_policy\n# expect: OK=1\nrecipient=a@x\n\n"
+        decoded = self.received(raw)
+        (case,) = parse_policy_text(encode_block(decoded, "REJECT no", "R", NOW).decode())
+        assert ("REJECT no", "a@x") == (case.expect, case.request.get("recipient"))
+        assert b"# expect: OK=1" not in encode_block(decoded, "REJECT no", "R", NOW)
