@@ -49,7 +49,7 @@ from servers import (
 import corpus
 
 BENCH: Final = Path(__file__).resolve().parent
-SERVERS: Final = ("ceiling", "postfwd1", "postfwd2", "postgate")
+SERVERS: Final = ("ceiling", "postfwd1", "postfwd2", "postgate", "postgate-recording")
 SLOW: Final = frozenset({"postfwd1", "postfwd2"})
 BUSY_CORES: Final = 0.1
 TRANSPORTS: Final = {"tcp": "TCP on 127.0.0.1", "unix": "UNIX sockets"}
@@ -171,7 +171,27 @@ def make_server(name: str, ceiling_bin: Path, corpus_dir: Path) -> Server:
         return Ceiling(ceiling_bin)
     if name in SLOW:
         return Postfwd(variant=name, lists=corpus_dir / "lists", name=name)
+    if name == "postgate-recording":
+        return Postgate(recording_config(corpus_dir), name=name)
     return Postgate(corpus_dir / "postgate.toml")
+
+
+def recording_config(corpus_dir: Path) -> Path:
+    """The bench config with recording on (issue 5: its cost is measured here).
+
+    Every request and its decision is appended to a file in the output
+    directory, rotated at 64 MiB with two old files kept.
+    """
+    config = corpus_dir / "postgate-recording.toml"
+    recording = corpus_dir / "recording"
+    recording.mkdir(exist_ok=True)
+    text = (corpus_dir / "postgate.toml").read_text(encoding="utf-8")
+    table = (
+        f'\n[record]\npath = "{recording / "requests.policy"}"\n'
+        "enabled = true\nmax_bytes = 67108864\nkeep = 2\n"
+    )
+    config.write_text(text + table, encoding="utf-8")
+    return config
 
 
 def endpoint(settings: Settings, name: str) -> Endpoint:

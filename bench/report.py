@@ -68,6 +68,9 @@ def table(levels: Sequence[Level]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+RECORDING_MIN_SHARE = 0.9
+
+
 def _at(levels: Sequence[Level], server: str, connections: int) -> Level | None:
     return next(
         (lv for lv in levels if lv.server == server and lv.connections == connections), None
@@ -115,6 +118,16 @@ def checks(levels: Sequence[Level]) -> list[Check]:
                 f"{ratio:.1f} x ({postgate.cpu_us_per_request:.1f} vs "
                 f"{ceiling.cpu_us_per_request:.1f} µs)",
                 ratio <= CEILING_CPU_FACTOR,
+            )
+        )
+    recording = _at(levels, "postgate-recording", HEADLINE_CONNECTIONS)
+    if recording is not None and postgate.rps:
+        share = recording.rps / postgate.rps
+        found.append(
+            Check(
+                "recording on: throughput within 10 % of recording off (issue 5, 50 connections)",
+                f"{share:.0%} ({_rps(recording.rps)} vs {_rps(postgate.rps)} req/s)",
+                share >= RECORDING_MIN_SHARE,
             )
         )
     return found
