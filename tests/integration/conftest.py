@@ -6,11 +6,11 @@ skips the Postfix tests otherwise (common.md: no skipped test under CI).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.integration.needs import need
 from tests.integration.postfix import LogWindow, PrivatePostfix, log_checked, missing_reason
 from tests.integration.postgates import EXAMPLES, Postgates, list_entries
 
@@ -19,13 +19,6 @@ if TYPE_CHECKING:
 
 # Domains every test may deliver to, whatever the reference lists hold.
 TEST_DOMAINS = ("example.com",)
-
-
-def need(reason: str) -> None:
-    """Fail under CI=true, skip elsewhere."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

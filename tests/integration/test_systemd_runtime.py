@@ -32,6 +32,7 @@ from twisted.internet.threads import deferToThread
 
 from postgate.systemd import InheritedUnixEndpoint
 from tests.integration.daemon import ask, connect
+from tests.integration.needs import need
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -101,13 +102,6 @@ REQUEST = {
     "sender": "s@example.org",
     "recipient": "r@example.com",
 }
-
-
-def missing(what: str) -> None:
-    """Fail under CI=true, skip on a developer machine that lacks ``what``."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} (required under CI=true)")
-    pytest.skip(what)
 
 
 def reply(word: str) -> bytes:
@@ -594,7 +588,7 @@ class TestHardening:
             run.wait_for("READY=1")
         except AssertionError:
             if run.proc.poll() == NO_MDWE:
-                missing("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+                need("this kernel has no PR_SET_MDWE (Linux 6.3+)")
             raise
         answers = (ask_tcp(inherited[0]), ask_unix(inherited[1]))
         run.signal(signal.SIGHUP)
@@ -609,7 +603,7 @@ class TestHardening:
         """Every syscall of a full run is allowed by SystemCallFilter= in postgate.service."""
         strace = shutil.which("strace")
         if strace is None:
-            missing("strace is not installed (apt-get install strace)")
+            need("strace is not installed (apt-get install strace)")
         allowed = unit_syscall_filter()
         trace = tmp_path / "strace.txt"
         wrap = (str(strace), "-f", "-qq", "-o", str(trace))
@@ -644,8 +638,8 @@ def unit_syscall_filter() -> set[str]:
     """@system-service minus @privileged and @resources, as systemd-analyze expands them."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        missing("systemd-analyze is not installed")
-        raise AssertionError  # unreachable: missing() raised
+        need("systemd-analyze is not installed")
+        raise AssertionError  # unreachable: need() raised
     allowed = expand(analyze, "@system-service")
     return allowed - expand(analyze, "@privileged") - expand(analyze, "@resources")
 

@@ -12,7 +12,6 @@ CI=true (style: no silent skips in CI).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from postgate.config import load_config
+from tests.integration.needs import need
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_DIR = REPO / "systemd"
@@ -46,22 +46,15 @@ ACCEPTED_EXPOSURES = {
 }
 
 
-def missing(what: str) -> None:
-    """Fail under CI=true, skip on a developer machine that lacks ``what``."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} (required under CI=true)")
-    pytest.skip(what)
-
-
 @pytest.fixture(scope="module")
 def analyze() -> str:
     found = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
     if not Path(found).exists():
-        missing("systemd-analyze is not installed (apt-get install systemd)")
+        need("systemd-analyze is not installed (apt-get install systemd)")
     out = subprocess.run([found, "--version"], capture_output=True, text=True, check=True)
     version = int(out.stdout.split()[1].split(".")[0].split("~")[0])
     if version < OFFLINE_SINCE:
-        missing(f"systemd-analyze {version} has no --offline (needs {OFFLINE_SINCE}+)")
+        need(f"systemd-analyze {version} has no --offline (needs {OFFLINE_SINCE}+)")
     return found
 
 
@@ -90,8 +83,8 @@ def host_unit_dir() -> Path:
     for candidate in HOST_UNIT_DIRS:
         if (candidate / "sysinit.target").exists():
             return candidate
-    missing("no systemd unit directory with sysinit.target on this host")
-    raise AssertionError  # unreachable: missing() raised
+    need("no systemd unit directory with sysinit.target on this host")
+    raise AssertionError  # unreachable: need() raised
 
 
 def install_command(root: Path, command: str, postgate_path: str) -> None:
