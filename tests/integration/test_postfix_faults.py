@@ -24,7 +24,7 @@ from tests.integration.postfix_config import DEFAULT_ACTION
 from tests.integration.postfix_table import Row, code, render, stale_hint, sync
 from tests.integration.postgates import Listener, Postgates
 from tests.integration.scripted_policy import ScriptedPolicy
-from tests.integration.smtp_client import Client, SmtpSession, message, new_token
+from tests.integration.smtp_client import Client, Reply, SmtpSession, message, new_token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -161,11 +161,23 @@ def start(postgates: Postgates, postfix: PrivatePostfix, config: Path) -> Daemon
 
 
 def log_lines(window: LogWindow, postfix: PrivatePostfix, pattern: str) -> str:
-    """The matching log lines of the window, without time, host, pid and port."""
+    """The matching log lines of the window, without time, host, pid, port and socket path."""
     lines = [ln for ln in window.lines() if re.search(pattern, ln)]
-    port = str(postfix.policy_port)
-    clean = [re.sub(r"^.*? postfix/[\w/]+\[\d+\]: ", "", ln).replace(port, "10040") for ln in lines]
+    port, socket_path = str(postfix.policy_port), str(postfix.policy_socket)
+    clean = [
+        re.sub(r"^.*? postfix/[\w/]+\[\d+\]: ", "", ln)
+        .replace(port, "10040")
+        .replace(socket_path, "/path/to/postgate.sock")
+        for ln in lines
+    ]
     return code("\n".join(dict.fromkeys(clean)))
+
+
+def rcpt_open(postfix: PrivatePostfix, service: str) -> Reply:
+    """MAIL FROM, then RCPT TO the open-relay test address on ``service``; the RCPT reply."""
+    with SmtpSession(postfix.ports[service], Client()) as smtp:
+        smtp.mail("s@example.org")
+        return smtp.rcpt(OPEN)
 
 
 class TestPostgateStopped:
@@ -174,9 +186,7 @@ class TestPostgateStopped:
     ) -> None:
         """With nothing listening, Postfix retries once and answers its default_action."""
         mail_log.allow(REFUSED)
-        with SmtpSession(postfix.ports["gate"], Client()) as smtp:
-            smtp.mail("s@example.org")
-            reply = smtp.rcpt(OPEN)
+        reply = rcpt_open(postfix, "gate")
         assert default(OPEN) == reply.line
         effect = log_lines(mail_log, postfix, REFUSED)
         table.append(Row("not running (TCP)", code(DEFAULT_ACTION), code(reply.line), effect))
@@ -215,13 +225,9 @@ class TestPostgateStopped:
         """A missing socket file is a connect failure like a refused TCP connection."""
         pattern = r"warning: (connect to|problem talking to server) \S+: No such file or directory"
         mail_log.allow(pattern)
-        with SmtpSession(postfix.ports["unix"], Client()) as smtp:
-            smtp.mail("s@example.org")
-            reply = smtp.rcpt(OPEN)
+        reply = rcpt_open(postfix, "unix")
         assert default(OPEN) == reply.line
-        effect = log_lines(mail_log, postfix, pattern).replace(
-            str(postfix.policy_socket), "/path/to/postgate.sock"
-        )
+        effect = log_lines(mail_log, postfix, pattern)
         row = Row("not running (UNIX socket)", code(DEFAULT_ACTION), code(reply.line), effect)
         table.append(row)
 
@@ -233,9 +239,7 @@ class TestPostgateStopped:
         mail_log.allow(pattern)
         with ScriptedPolicy(("127.0.0.1", postfix.policy_port)) as server:
             server.answer = lambda _request: None
-            with SmtpSession(postfix.ports["gate"], Client()) as smtp:
-                smtp.mail("s@example.org")
-                reply = smtp.rcpt(OPEN)
+            reply = rcpt_open(postfix, "gate")
         assert (default(OPEN), 2) == (reply.line, len(server.requests))
         effect = log_lines(mail_log, postfix, pattern)
         case = "closes the connection without an answer"
@@ -253,14 +257,10 @@ class TestPostgateStopped:
         pattern = r"warning: (connect to|problem talking to server) \S+: Permission denied"
         mail_log.allow(pattern)
         daemon = postgates.start(config, [Listener.unix(postfix.policy_socket, mode="600")])
-        with SmtpSession(postfix.ports["unix"], Client()) as smtp:
-            smtp.mail("s@example.org")
-            reply = smtp.rcpt(OPEN)
+        reply = rcpt_open(postfix, "unix")
         daemon.stop()
         assert default(OPEN) == reply.line
-        effect = log_lines(mail_log, postfix, pattern).replace(
-            str(postfix.policy_socket), "/path/to/postgate.sock"
-        )
+        effect = log_lines(mail_log, postfix, pattern)
         row = Row("socket mode 600, owned by root", code(DEFAULT_ACTION), code(reply.line), effect)
         table.append(row)
 
@@ -277,9 +277,7 @@ class TestPostgateStopped:
 
         with ScriptedPolicy(("127.0.0.1", postfix.policy_port)) as server:
             server.answer = answer_too_late
-            with SmtpSession(postfix.ports["short"], Client()) as smtp:
-                smtp.mail("s@example.org")
-                reply = smtp.rcpt(OPEN)
+            reply = rcpt_open(postfix, "short")
             hang.set()
         assert (default(OPEN), 2) == (reply.line, len(server.requests))
         case = "accepts, never answers (`timeout=1s`)"
@@ -294,9 +292,7 @@ class TestPostgateStopped:
         mail_log.allow(pattern)
         with ScriptedPolicy(("127.0.0.1", postfix.policy_port)) as server:
             server.answer = lambda _request: "BLOCK"
-            with SmtpSession(postfix.ports["gate"], Client()) as smtp:
-                smtp.mail("s@example.org")
-                reply = smtp.rcpt(OPEN)
+            reply = rcpt_open(postfix, "gate")
         assert "451 4.3.5 Server configuration error" == reply.line
         case = "another server answers `BLOCK`"
         effect = log_lines(mail_log, postfix, pattern)
