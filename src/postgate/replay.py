@@ -22,6 +22,7 @@ from postgate.corpus import CorpusError, parse_policy_text, read_policy_file
 from postgate.problems import ConfigError
 from postgate.record_format import format_time
 from postgate.replies import DUNNO, Action
+from postgate.rules import ON_ERROR_RULE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 EX_DATAERR: Final = 65
 EX_NOINPUT: Final = 66
 EX_CONFIG: Final = 78
-ON_ERROR: Final = "ON_ERROR"  # the rule id server.Answerer logs for a failed evaluation
 
 
 class Decider(Protocol):
@@ -100,7 +100,7 @@ def evaluate(
         action, rule, steps = decision.action, decision.rule, decision.trace
         answer = action.render(request, rule)
     except Exception as exc:  # noqa: BLE001 - the daemon answers on_error here too
-        action, rule, steps = engine.on_error, ON_ERROR, (f"evaluation failed: {exc!r}",)
+        action, rule, steps = engine.on_error, ON_ERROR_RULE, (f"evaluation failed: {exc!r}",)
         answer = action.render(request, rule)
     return Outcome(case, answer, action.line, rule, when, steps)
 

@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from postgate.protocol import Decoder, ProtocolError
 from postgate.replies import DUNNO
+from postgate.rules import ON_ERROR_RULE
 from postgate.rules.networks import parse_address
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class Answerer:
             wire = action.encode_for(request, rule)
         except Exception:  # noqa: BLE001 - any rule bug must still get an answer
             self.errors += 1
-            rule, action = "ON_ERROR", config.daemon.on_error
+            rule, action = ON_ERROR_RULE, config.daemon.on_error
             wire = action.encode_for(request, rule)
             self._log.exception("evaluation_failed", **_fields(request))
         # What was rendered, templates filled in: `action=` + text + `\n\n`.

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from postgate.rules.match import Condition, Test
 
 DEFAULT_RULE: Final = "DEFAULT"
+# The rule id of the `on_error` answer, when deciding raised (daemon and replay alike).
+ON_ERROR_RULE: Final = "ON_ERROR"
 _INDENT: Final = "    "
 
 
