@@ -49,7 +49,14 @@ from servers import (
 import corpus
 
 BENCH: Final = Path(__file__).resolve().parent
-SERVERS: Final = ("ceiling", "postfwd1", "postfwd2", "postgate", "postgate-recording")
+SERVERS: Final = (
+    "ceiling",
+    "postfwd1",
+    "postfwd2",
+    "postgate",
+    "postgate-recording",
+    "postgate-venv",
+)
 SLOW: Final = frozenset({"postfwd1", "postfwd2"})
 BUSY_CORES: Final = 0.1
 TRANSPORTS: Final = {"tcp": "TCP on 127.0.0.1", "unix": "UNIX sockets"}
@@ -100,6 +107,12 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--publish", action="store_true", help="update docs/performance.md")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        default=REPO / ".venv",
+        help="the virtualenv postgate runs from (run.sh: one on the system python3)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
@@ -166,14 +179,17 @@ def postgate_config(reference: Path, directory: Path) -> Path:
     return config
 
 
-def make_server(name: str, ceiling_bin: Path, corpus_dir: Path) -> Server:
+def make_server(name: str, ceiling_bin: Path, corpus_dir: Path, venv: Path) -> Server:
+    """``postgate-venv`` is postgate under the repository's own .venv, whatever its python."""
     if name == "ceiling":
         return Ceiling(ceiling_bin)
     if name in SLOW:
         return Postfwd(variant=name, lists=corpus_dir / "lists", name=name)
     if name == "postgate-recording":
-        return Postgate(recording_config(corpus_dir), name=name)
-    return Postgate(corpus_dir / "postgate.toml")
+        return Postgate(recording_config(corpus_dir), name=name, venv=venv)
+    if name == "postgate-venv":
+        return Postgate(corpus_dir / "postgate.toml", name=name)
+    return Postgate(corpus_dir / "postgate.toml", venv=venv)
 
 
 def recording_config(corpus_dir: Path) -> Path:
@@ -272,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = ensure_corpus(corpus_dir, args.seed, args.requests, args.list_size)
     requests = corpus_dir / "requests.txt"
     skipped: dict[str, str] = {}
-    if "postgate" in settings.servers:
+    if any(name.startswith("postgate") for name in settings.servers):
         if REFERENCE.exists():
             postgate_config(REFERENCE, corpus_dir)
         else:
@@ -280,11 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     meta: dict[str, Any] = {
         "started": started,
-        "machine": machine.describe(REPO / ".venv/bin/python"),
+        "machine": machine.describe(args.venv / "bin/python", REPO / ".venv/bin/python"),
     }
     levels: list[Level] = []
     for name in settings.servers:
-        server = make_server(name, ceiling_bin, corpus_dir)
+        server = make_server(name, ceiling_bin, corpus_dir, args.venv.resolve())
         why = skipped.get(name) or server.available()
         if why:
             skipped[name] = why

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 
@@ -20,6 +19,12 @@ def _command(argv: list[str]) -> str:
     except OSError:
         return ""
     return (done.stdout or done.stderr).strip()
+
+
+def _python(python: Path) -> str:
+    """Version and binary: two builds of one version can differ by a third in speed."""
+    code = "import sys, os; print(sys.version.split()[0], os.path.realpath(sys.executable))"
+    return _command([str(python), "-c", code]) or "not found"
 
 
 def _lscpu() -> dict[str, str]:
@@ -55,7 +60,8 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def describe(python: Path) -> dict[str, str]:
+def describe(python: Path, venv_python: Path) -> dict[str, str]:
+    """The machine, with the interpreter of ``postgate`` and of ``postgate-venv``."""
     cpu = _lscpu()
     return {
         "cpu": cpu.get("Model name", platform.processor()),
@@ -64,8 +70,8 @@ def describe(python: Path) -> dict[str, str]:
         "memory_mib": str(_mem_total_mib()),
         "os": _os_name(),
         "kernel": platform.release(),
-        "python": _command([str(python), "-c", "import sys; print(sys.version.split()[0])"])
-        or sys.version.split()[0],
+        "python (postgate)": _python(python),
+        "python (postgate-venv)": _python(venv_python),
         "gcc": _first_line(_command(["gcc", "--version"])),
         "postfwd": _first_line(_command(["/usr/sbin/postfwd1", "-V"])),
         "loadavg_at_start": loadavg(),

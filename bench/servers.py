@@ -266,10 +266,11 @@ class Postgate:
     config: Path
     name: str = "postgate"
     discard_log: bool = False
+    venv: Path = REPO / ".venv"
 
     @property
     def program(self) -> Path:
-        return REPO / ".venv" / "bin" / "postgate"
+        return self.venv / "bin" / "postgate"
 
     def available(self) -> str | None:
         if not self.program.exists():

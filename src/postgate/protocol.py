@@ -16,6 +16,7 @@ yields the same requests, or a `ProtocolError` in every split (a failing
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 REQUEST_NAME: Final = "smtpd_access_policy"
 
 _END: Final = b"\n\n"
+# str.split's arguments for every line, so that map() splits them all in C.
+_EQUALS: Final = itertools.repeat("=")
+_ONCE: Final = itertools.repeat(1)
 _CR_END: Final = b"\n\r\n"
 _CR: Final = 13
 
@@ -75,58 +79,47 @@ class PolicyRequest:
     how Postfix reports unavailable values (policy-protocol.md §2.1).
     """
 
-    __slots__ = ("_attrs", "wire")
+    __slots__ = ("raw", "wire")
 
     def __init__(self, attrs: Mapping[str, str]) -> None:
-        self._attrs = dict(attrs)
+        # The attribute dict itself, for hot-path readers (the rules, the
+        # decision log): a slot, not a property, to spare a call. Never mutated.
+        self.raw = dict(attrs)
         # The attribute lines as received (LF-separated, CR-LF folded, no
         # closing empty line); empty for requests not read from a peer.
         self.wire = b""
 
-    @classmethod
-    def _adopt(cls, attrs: dict[str, str], wire: bytes) -> PolicyRequest:
-        """Wrap a dict the decoder just built and nobody else holds, uncopied."""
-        request = cls.__new__(cls)
-        request._attrs = attrs  # noqa: SLF001 - same class
-        request.wire = wire
-        return request
-
-    @property
-    def raw(self) -> dict[str, str]:
-        """The attribute dict itself, for hot-path readers; never mutate it."""
-        return self._attrs
-
     def get(self, name: str, default: str = "") -> str:
-        return self._attrs.get(name, default)
+        return self.raw.get(name, default)
 
     def __getitem__(self, name: str) -> str:
-        return self._attrs[name]
+        return self.raw[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._attrs
+        return name in self.raw
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._attrs)
+        return iter(self.raw)
 
     def __len__(self) -> int:
-        return len(self._attrs)
+        return len(self.raw)
 
     def items(self) -> Iterator[tuple[str, str]]:
-        return iter(self._attrs.items())
+        return iter(self.raw.items())
 
     def as_dict(self) -> dict[str, str]:
-        return dict(self._attrs)
+        return dict(self.raw)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PolicyRequest):
-            return self._attrs == other._attrs
+            return self.raw == other.raw
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(frozenset(self._attrs.items()))
+        return hash(frozenset(self.raw.items()))
 
     def __repr__(self) -> str:
-        return f"PolicyRequest({self._attrs!r})"
+        return f"PolicyRequest({self.raw!r})"
 
 
 class Decoder:
@@ -239,19 +232,28 @@ class Decoder:
         return requests, start
 
     def _parse(self, block: bytes | bytearray) -> PolicyRequest:
-        limits = self.limits
         if not block:
             raise ProtocolError("empty line where a request should start")
         if block.find(b"\r") >= 0:
             block = block.replace(b"\r\n", b"\n")
         lines = block.decode("utf-8", "surrogateescape").split("\n")
-        if len(lines) > limits.max_attributes:
-            raise ProtocolError(f"more than {limits.max_attributes} attributes")
-        attrs = _attributes(lines)
+        if len(lines) > self.limits.max_attributes:
+            raise ProtocolError(f"more than {self.limits.max_attributes} attributes")
+        # Split at the first "=", the last repeat wins (policy-protocol.md §2.1);
+        # a line without "=" splits into one part, which dict() refuses.
+        try:
+            attrs = dict(map(str.split, lines, _EQUALS, _ONCE))
+        except ValueError:
+            raise ProtocolError(_bad_line(lines)) from None
+        if "" in attrs:
+            raise ProtocolError(_bad_line(lines))
         kind = attrs.get("request")
         if kind != REQUEST_NAME:
             raise ProtocolError(_not_policy(kind))
-        return PolicyRequest._adopt(attrs, bytes(block))  # noqa: SLF001 - the decoder owns attrs
+        request = PolicyRequest.__new__(PolicyRequest)
+        request.raw = attrs  # the decoder owns attrs: no copy
+        request.wire = bytes(block)
+        return request
 
 
 class _Terminators:
@@ -297,19 +299,6 @@ class _Terminators:
 def _longest_line(lines: bytes) -> int:
     """Longest of these LF-ended lines, a CR before the LF not counted."""
     return max(map(len, lines.replace(b"\r\n", b"\n").split(b"\n")))
-
-
-def _attributes(lines: list[str]) -> dict[str, str]:
-    # Values are client-controlled and may be SMTPUTF8 or garbage; they were
-    # decoded with surrogateescape, so every byte stays recoverable. Split at
-    # the first "=", the last repeat wins (policy-protocol.md §2.1).
-    try:
-        attrs = dict([line.split("=", 1) for line in lines])
-    except ValueError:  # a line without "=" splits into one part
-        raise ProtocolError(_bad_line(lines)) from None
-    if "" in attrs:
-        raise ProtocolError(_bad_line(lines))
-    return attrs
 
 
 def _not_policy(kind: str | None) -> str:

@@ -149,6 +149,8 @@ class Action:
     code: int | None = None
     dsn: str | None = None
     line: str = field(init=False, compare=False, repr=False)
+    # Without a template: the text sent and its frame, built once; else empty.
+    sent: str = field(init=False, compare=False, repr=False)
     wire: bytes = field(init=False, compare=False, repr=False)
     _template: _Template | None = field(init=False, compare=False, repr=False)
 
@@ -163,10 +165,12 @@ class Action:
                 pinned = _head(self.verb, self.code, f"{_reply_class(self)}.7.1")
             template = dataclasses.replace(template, head=head, pinned=pinned)
             object.__setattr__(self, "_template", template)
+            object.__setattr__(self, "sent", "")
             object.__setattr__(self, "wire", b"")
         else:
             object.__setattr__(self, "_template", None)
-            object.__setattr__(self, "wire", encode(_join(head, template.literals[0])))
+            object.__setattr__(self, "sent", _join(head, template.literals[0]))
+            object.__setattr__(self, "wire", encode(self.sent))
 
     @property
     def is_reject(self) -> bool:
@@ -180,7 +184,7 @@ class Action:
         """The action text sent for this request: values sanitised, length capped."""
         template = self._template
         if template is None:
-            return self.wire[len(b"action=") : -2].decode("ascii")
+            return self.sent
         return template.render(request, rule_id)
 
     def encode_for(self, request: PolicyRequest, rule_id: str) -> bytes:

@@ -17,28 +17,25 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 
+from postgate.logs import DECISION_FIELDS
 from postgate.protocol import Decoder, ProtocolError
 from postgate.replies import DUNNO
 from postgate.rules import ON_ERROR_RULE
 from postgate.rules.networks import parse_address
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
     from twisted.python.failure import Failure
 
     from postgate.config import Config
+    from postgate.logs import DecisionWriter
     from postgate.protocol import PolicyRequest
     from postgate.record import Recorder
     from postgate.rules.networks import NetworkSet
 
 log = structlog.get_logger("postgate")
-
-# Attributes copied into the `evaluation_failed` event (the `decision` event
-# spells the same ones out); values are request data and only ever appear
-# as JSON values, never in the event name (style.md §2.4).
-_LOGGED = ("protocol_state", "client_address", "sender", "recipient")
 
 
 class Answerer:
@@ -54,7 +51,7 @@ class Answerer:
         logger: Any = None,
         recorder: Recorder | None = None,
         clock: Callable[[], float] = time.time,
-        decisions: Callable[[dict[str, Any]], None] | None = None,
+        decisions: DecisionWriter | None = None,
     ) -> None:
         self.config = config
         self.recorder = recorder
@@ -71,43 +68,38 @@ class Answerer:
         start = time.perf_counter_ns()
         config = self.config
         try:
-            decision = config.ruleset.decide(request)
+            decision = config.ruleset.program(request.raw)
             rule, action = decision.rule, decision.action
-            wire = action.encode_for(request, rule)
+            # What is sent, templates filled in: the action's own text when fixed.
+            wire = action.wire or action.encode_for(request, rule)
+            line = action.sent or wire[7:-2].decode()
         except Exception:  # noqa: BLE001 - any rule bug must still get an answer
             self.errors += 1
             rule, action = ON_ERROR_RULE, config.daemon.on_error
             wire = action.encode_for(request, rule)
-            self._log.exception("evaluation_failed", **_fields(request))
-        # What was rendered, templates filled in: `action=` + text + `\n\n`.
-        line = wire[7:-2].decode()
+            line = wire[7:-2].decode()
+            self._log.exception("evaluation_failed", **_fields(request.raw))
         recorder = self.recorder
         if recorder is not None and recorder.enabled:
             recorder.add(request, line, rule, self._clock(), action=action)
-        if config.daemon.dry_run:
+        dry_run = config.daemon.dry_run
+        if dry_run:
             wire = DUNNO.wire
         self.answered += 1
-        get = request.get
-        self._decision(
-            {
-                "rule": rule,
-                "action": line,
-                "dry_run": config.daemon.dry_run,
-                "us": (time.perf_counter_ns() - start) // 1000,
-                "protocol_state": get("protocol_state"),
-                "client_address": get("client_address"),
-                "sender": get("sender"),
-                "recipient": get("recipient"),
-            }
-        )
+        us = (time.perf_counter_ns() - start) // 1000
+        self._decision(rule, line, dry_run, us, request.raw)
         return wire
 
-    def _log_decision(self, fields: dict[str, Any]) -> None:
-        self._log.info("decision", **fields)
+    def _log_decision(
+        self, rule: str, action: str, dry_run: bool, us: int, raw: Mapping[str, str]
+    ) -> None:
+        self._log.info("decision", rule=rule, action=action, dry_run=dry_run, us=us, **_fields(raw))
 
 
-def _fields(request: PolicyRequest) -> dict[str, str]:
-    return {name: request.get(name) for name in _LOGGED}
+def _fields(raw: Mapping[str, str]) -> dict[str, str]:
+    # Request values only ever appear as JSON values, never in the event
+    # name (style.md §2.4).
+    return {name: raw.get(name, "") for name in DECISION_FIELDS}
 
 
 class PolicyProtocol(Protocol):

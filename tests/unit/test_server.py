@@ -12,7 +12,7 @@ from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from postgate.config import Config, DaemonConfig, _network_set
-from postgate.protocol import PolicyRequest, encode_request
+from postgate.protocol import encode_request
 from postgate.replies import DUNNO, Action, parse_action
 from postgate.server import Answerer, PolicyFactory, PolicyProtocol
 
@@ -29,8 +29,8 @@ class EchoRules:
     rule_count = 1
     digest = "fake"
 
-    def decide(self, request: PolicyRequest, *, trace: bool = False) -> FakeDecision:
-        recipient = request.get("recipient")
+    def program(self, raw: dict[str, str]) -> FakeDecision:
+        recipient = raw.get("recipient", "")
         if recipient == "boom":
             raise RuntimeError("rule bug")
         return FakeDecision(parse_action(f"REJECT {recipient}").action, "ECHO")

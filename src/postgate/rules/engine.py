@@ -4,7 +4,9 @@ Pure and synchronous: no I/O, no clock, nothing from Twisted. A request
 walks the rules in order; the first rule whose conditions all hold decides,
 a group whose conditions hold walks its children and may end with its own
 default, and when nothing decides the implicit default is ``DUNNO`` (Postfix
-then goes on with its own restrictions, policy-protocol.md §4.1).
+then goes on with its own restrictions, policy-protocol.md §4.1). The walk
+itself is one generated function (`postgate.rules.program`); the objects
+here describe the rules, show them and explain a decision step by step.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies import DUNNO, Action
-from postgate.rules.facts import Facts
+from postgate.rules.program import build
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from postgate.protocol import PolicyRequest
     from postgate.rules.lists import NamedList
-    from postgate.rules.match import Condition, Test
+    from postgate.rules.match import Condition
+    from postgate.rules.program import FirstFailing, Program
 
 DEFAULT_RULE: Final = "DEFAULT"
 # The rule id of the `on_error` answer, when deciding raised (daemon and replay alike).
@@ -46,12 +49,10 @@ class Rule:
     conditions: tuple[Condition, ...]
     action: Action
     shortcut: str = ""
-    holds: Test = field(init=False, repr=False, compare=False)
     # Built once here so that deciding allocates nothing for the answer.
     decision: Decision = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "holds", conjunction(tuple(c.test for c in self.conditions)))
         object.__setattr__(self, "decision", Decision(self.action, self.id))
 
 
@@ -63,11 +64,9 @@ class Group:
     conditions: tuple[Condition, ...]
     children: tuple[Rule | Group, ...]
     default: Action | None = None
-    holds: Test = field(init=False, repr=False, compare=False)
     decision: Decision | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "holds", conjunction(tuple(c.test for c in self.conditions)))
         default = None if self.default is None else Decision(self.default, self.id)
         object.__setattr__(self, "decision", default)
 
@@ -75,57 +74,24 @@ class Group:
 Node = Rule | Group
 
 
-def _always(_facts: Facts) -> bool:
-    return True
-
-
-def conjunction(tests: tuple[Test, ...]) -> Test:
-    """One test for a node's conditions, so deciding makes one call per node."""
-    if not tests:
-        return _always
-    if len(tests) == 1:
-        return tests[0]
-    if len(tests) == 2:  # the common case: spell it out, no loop
-        first, second = tests
-        return lambda f: first(f) and second(f)
-    return lambda f: all(test(f) for test in tests)
-
-
-def _first_match(nodes: tuple[Node, ...], facts: Facts) -> Decision | None:
-    for node in nodes:
-        if not node.holds(facts):
-            continue
-        if isinstance(node, Rule):
-            return node.decision
-        found = _first_match(node.children, facts)
-        if found is not None:
-            return found
-        if node.decision is not None:
-            return node.decision
-    return None
-
-
-def _failed(node: Node, facts: Facts) -> Condition | None:
-    for condition in node.conditions:
-        if not condition.test(facts):
-            return condition
-    return None
-
-
 def _traced(
-    nodes: tuple[Node, ...], facts: Facts, lines: list[str], depth: int
+    nodes: tuple[Node, ...],
+    raw: dict[str, str],
+    failing: Mapping[str, FirstFailing],
+    lines: list[str],
+    depth: int,
 ) -> tuple[Action, str] | None:
     pad = _INDENT * depth
     for node in nodes:
-        failed = _failed(node, facts)
-        if failed is not None:
-            lines.append(f"{pad}{node.id}: failed: {failed.text}")
+        failed = failing[node.id](raw)
+        if failed >= 0:
+            lines.append(f"{pad}{node.id}: failed: {node.conditions[failed].text}")
             continue
         if isinstance(node, Rule):
             lines.append(f"{pad}{node.id}: matched -> {node.action.line}")
             return node.action, node.id
         lines.append(f"{pad}{node.id}: group matched, trying its rules")
-        found = _traced(node.children, facts, lines, depth + 1)
+        found = _traced(node.children, raw, failing, lines, depth + 1)
         if found is not None:
             return found
         if node.default is not None:
@@ -145,21 +111,26 @@ class Ruleset:
     lists: Mapping[str, NamedList] = field(default_factory=dict)
     default: Action = DUNNO
     default_decision: Decision = field(init=False, repr=False, compare=False)
+    # The rules as one generated function (`program`), and its trace helpers.
+    program: Program = field(init=False, repr=False, compare=False)
+    failing: Mapping[str, FirstFailing] = field(init=False, repr=False, compare=False)
     # Both are logged on every status report and reload: compute them once.
     rule_count: int = field(init=False, repr=False, compare=False)
     digest: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_decision", Decision(self.default, DEFAULT_RULE))
+        program, failing = build(self.nodes, self.default_decision)
+        object.__setattr__(self, "program", program)
+        object.__setattr__(self, "failing", failing)
         object.__setattr__(self, "rule_count", sum(1 for _ in _walk(self.nodes)))
         object.__setattr__(self, "digest", self._digest())
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
-        facts = Facts(request)
         if not trace:
-            return _first_match(self.nodes, facts) or self.default_decision
+            return self.program(request.raw)
         lines: list[str] = []
-        found = _traced(self.nodes, facts, lines, 0)
+        found = _traced(self.nodes, request.raw, self.failing, lines, 0)
         if found is None:
             lines.append(f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
             found = (self.default, DEFAULT_RULE)

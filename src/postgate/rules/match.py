@@ -1,38 +1,36 @@
-"""Compiled conditions: small closures over a request's `Facts`.
+"""Compiled conditions: what each test reads, how it compares, and its words.
 
-Every matcher is chosen and specialised at load (the structlog TimeStamper
-shape, style.md A3): per request there is no parsing, no dispatch on the
-config, only the closure's own test. Each `Condition` also carries its text,
-which `postgate show` prints and a decision trace names when it fails.
+A `Condition` holds no closure but a small tree (`Test`, `Not`, `AllOf`,
+`AnyOf`) over `View`s of the request, each chosen and specialised at load.
+`postgate.rules.program` turns the trees of a whole ruleset into one Python
+function, so per request there is no dispatch on the config and no call per
+condition. Each `Condition` also carries its text, which `postgate show`
+prints and a decision trace names when it fails.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
-from postgate.rules.attributes import DERIVED
-from postgate.rules.facts import plain
+from postgate.rules.attributes import DERIVED, FOLDED
+from postgate.rules.lists import DomainSet
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable
+    from collections.abc import Collection, Iterable
 
-    from postgate.rules.facts import Facts
     from postgate.rules.networks import NetworkSet
     from postgate.rules.patterns import Pattern
 
-    Test = Callable[[Facts], bool]
-
-COMPARISONS: Final = {
-    "gt": (operator.gt, ">"),
-    "ge": (operator.ge, ">="),
-    "lt": (operator.lt, "<"),
-    "le": (operator.le, "<="),
-    "eq": (operator.eq, "=="),
-    "ne": (operator.ne, "!="),
-}
+COMPARISONS: Final = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
 _SHOWN: Final = 4
+
+# How a test reads an attribute (`View.kind`; `program` spells each one out):
+#   value    the value as sent ("" when absent); derived names split their base
+#   key      the value folded for comparison (`facts.fold`)
+#   number   the value as a whole number (`facts.number`)
+#   address  the value parsed as an IP address (`networks.parse_address`)
+#   sent     whether Postfix sent the attribute (derived: its base)
 
 
 class Lookup(Protocol):
@@ -42,11 +40,46 @@ class Lookup(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class View:
+    """One way of reading one attribute; equal views are computed once."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Test:
+    """``view OP operand``; ``op`` is a comparison, ``in``, ``is`` or ``search``."""
+
+    op: str
+    view: View
+    operand: object
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    inner: Code
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Code, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Code, ...]
+
+
+Code = Test | Not | AllOf | AnyOf
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
     """One test and the words that describe it."""
 
     text: str
-    test: Test
+    code: Code
 
 
 def show_values(values: Iterable[str]) -> str:
@@ -61,67 +94,54 @@ def show_values(values: Iterable[str]) -> str:
 def equals(name: str, keys: Collection[str], shown: Iterable[str]) -> Condition:
     """The folded value is one of ``keys`` (already folded like the attribute)."""
     frozen = frozenset(keys)
+    key = View("key" if name in FOLDED else "value", name)
     if len(frozen) == 1:
         (only,) = frozen
-        text = f"{name} = {show_values(shown)}"
-        if plain(name):
-            return Condition(text, lambda f: f.raw.get(name, "") == only)
-        return Condition(text, lambda f: f.key(name) == only)
-    text = f"{name} in {show_values(shown)}"
-    if plain(name):
-        return Condition(text, lambda f: f.raw.get(name, "") in frozen)
-    return Condition(text, lambda f: f.key(name) in frozen)
+        return Condition(f"{name} = {show_values(shown)}", Test("eq", key, only))
+    return Condition(f"{name} in {show_values(shown)}", Test("in", key, frozen))
 
 
 def in_keys(name: str, entries: Lookup, text: str) -> Condition:
     """The folded value is in a list (domains, addresses, strings)."""
-    if plain(name):
-        return Condition(f"{name} in {text}", lambda f: f.raw.get(name, "") in entries)
-    return Condition(f"{name} in {text}", lambda f: f.key(name) in entries)
+    if isinstance(entries, DomainSet) and not entries.subdomains:
+        entries = entries.names  # a plain set: the test runs in C
+    key = View("key" if name in FOLDED else "value", name)
+    return Condition(f"{name} in {text}", Test("in", key, entries))
 
 
 def in_networks(name: str, networks: NetworkSet, text: str) -> Condition:
-    return Condition(f"{name} in {text}", lambda f: f.address(name) in networks)
+    return Condition(f"{name} in {text}", Test("in", View("address", name), networks))
 
 
 def matches(name: str, patterns: tuple[Pattern, ...]) -> Condition:
     """Any pattern is found in the raw value (`patterns.MAX_SUBJECT` bounds it)."""
     text = " or ".join(f"/{p.source}/" for p in patterns)
-    if len(patterns) == 1:
-        search = patterns[0].search
-        if name not in DERIVED:
-            return Condition(f"{name} ~ {text}", lambda f: search(f.raw.get(name, "")))
-        return Condition(f"{name} ~ {text}", lambda f: search(f.value(name)))
-    return Condition(f"{name} ~ {text}", lambda f: any(p.search(f.value(name)) for p in patterns))
+    tests = tuple(Test("search", View("value", name), p) for p in patterns)
+    return Condition(f"{name} ~ {text}", tests[0] if len(tests) == 1 else AnyOf(tests))
 
 
 def compare(name: str, op: str, limit: int) -> Condition:
     """A number compared with ``limit``; missing or non-numeric counts as 0."""
-    function, symbol = COMPARISONS[op]
-    return Condition(f"{name} {symbol} {limit}", lambda f: function(f.number(name), limit))
+    return Condition(f"{name} {COMPARISONS[op]} {limit}", Test(op, View("number", name), limit))
 
 
 def empty(name: str, want: bool) -> Condition:
     text = f"{name} is empty" if want else f"{name} is not empty"
-    if name not in DERIVED:
-        return Condition(text, lambda f: (not f.raw.get(name)) is want)
-    return Condition(text, lambda f: (not f.value(name)) is want)
+    return Condition(text, Test("eq" if want else "ne", View("value", name), ""))
 
 
 def present(name: str, want: bool) -> Condition:
     text = f"{name} is sent" if want else f"{name} is not sent"
-    return Condition(text, lambda f: f.present(name) is want)
+    return Condition(text, Test("is", View("sent", DERIVED.get(name, name)), want))
 
 
 def negate(condition: Condition) -> Condition:
-    test = condition.test
-    return Condition(f"not ({condition.text})", lambda f: not test(f))
+    return Condition(f"not ({condition.text})", Not(condition.code))
 
 
 def all_of(conditions: list[Condition]) -> Condition:
     """Several operators on one attribute: all must hold."""
     if len(conditions) == 1:
         return conditions[0]
-    tests = tuple(c.test for c in conditions)
     text = " and ".join(c.text for c in conditions)
-    return Condition(text, lambda f: all(t(f) for t in tests))
+    return Condition(text, AllOf(tuple(c.code for c in conditions)))
