@@ -26,11 +26,12 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import machine
+import paired
 import report
 from measure import Level, Plan, run_level
 from servers import (
@@ -45,6 +46,11 @@ from servers import (
     running,
     stop_on_signals,
 )
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from servers import Running
 
 import corpus
 
@@ -220,6 +226,25 @@ def endpoint(settings: Settings, name: str) -> Endpoint:
     return Endpoint(port=free_port())
 
 
+def measure_paired(
+    settings: Settings, loadgen: Path, requests: Path, corpus_dir: Path, venv: Path
+) -> list[Level]:
+    """Recording off and on in alternating windows at 50 connections (`paired`)."""
+    configs = {paired.OFF: corpus_dir / "postgate.toml", paired.ON: recording_config(corpus_dir)}
+    plan = Plan(
+        connections=report.HEADLINE_CONNECTIONS,
+        warmup=settings.warmup,
+        duration=max(3.0, settings.duration / 2),
+    )
+
+    def start(name: str) -> AbstractContextManager[Running]:
+        server = Postgate(configs[name], name=name, venv=venv)
+        return running(server, endpoint(settings, name), settings.out)
+
+    print("recording off and on, alternating windows:", flush=True)
+    return paired.measure(start, loadgen, requests, plan, print_level)
+
+
 def measure_server(
     server: Server, settings: Settings, loadgen: Path, requests: Path
 ) -> list[Level]:
@@ -312,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             skipped[name] = f"failed: {exc}"
             print(f"  {name} failed: {exc}", flush=True)
+    alternating: list[Level] = []
+    if {"postgate", "postgate-recording"} <= set(settings.servers) - set(skipped):
+        venv = args.venv.resolve()
+        alternating = measure_paired(settings, loadgen, requests, corpus_dir, venv)
     meta |= {
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "loadavg_at_end": machine.loadavg(),
@@ -322,10 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         "slow_warmup_s": settings.slow_warmup,
         "slow_duration_s": settings.slow_duration,
     }
-    found = report.checks(levels)
+    found = report.checks([*levels, *alternating], paired.summarise(alternating))
     results = {
         "meta": meta,
         "levels": [asdict(lv) for lv in levels],
+        "paired": [asdict(lv) for lv in alternating],
         "checks": [asdict(c) for c in found],
         "skipped": skipped,
     }
@@ -339,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + markdown)
     if args.publish:
         publish(markdown, plot)
-    correct = all(lv.correct for lv in levels) and not skipped
+    correct = all(lv.correct for lv in levels + alternating) and not skipped
     checks_pass = all(c.passed is not False for c in found)
     return 0 if correct and (checks_pass or not args.strict) else 1
 

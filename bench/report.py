@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from measure import Level
+    from paired import Paired
 
 POSTGATE_MIN_RPS = 15000.0
 POSTGATE_MAX_P99_US = 5000.0
@@ -77,7 +78,7 @@ def _at(levels: Sequence[Level], server: str, connections: int) -> Level | None:
     )
 
 
-def checks(levels: Sequence[Level]) -> list[Check]:
+def checks(levels: Sequence[Level], alternating: Paired | None = None) -> list[Check]:
     postgate = _at(levels, "postgate", HEADLINE_CONNECTIONS)
     ceiling = _at(levels, "ceiling", HEADLINE_CONNECTIONS)
     postfwd = [lv for lv in levels if lv.server.startswith("postfwd")]
@@ -120,12 +121,25 @@ def checks(levels: Sequence[Level]) -> list[Check]:
                 ratio <= CEILING_CPU_FACTOR,
             )
         )
+    claim = "recording on: throughput within 10 % of recording off (issue 5, 50 connections)"
+    if alternating is not None:
+        low, high = min(alternating.rounds), max(alternating.rounds)
+        found.append(
+            Check(
+                claim,
+                f"{alternating.share:.0%} ({_rps(alternating.on_rps)} vs "
+                f"{_rps(alternating.off_rps)} req/s over {len(alternating.rounds)} alternating "
+                f"windows each; single pairs {low:.0%}-{high:.0%})",
+                alternating.share >= RECORDING_MIN_SHARE,
+            )
+        )
+        return found
     recording = _at(levels, "postgate-recording", HEADLINE_CONNECTIONS)
     if recording is not None and postgate.rps:
         share = recording.rps / postgate.rps
         found.append(
             Check(
-                "recording on: throughput within 10 % of recording off (issue 5, 50 connections)",
+                claim,
                 f"{share:.0%} ({_rps(recording.rps)} vs {_rps(postgate.rps)} req/s)",
                 share >= RECORDING_MIN_SHARE,
             )

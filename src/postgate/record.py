@@ -1,13 +1,13 @@
 """Record the requests the daemon answers as a replayable request file.
 
 Owns the writer thread and the recording file. The answer path only appends
-a reference to a bounded list (`Recorder.add`); formatting, redaction,
-writing, rotation and fsync happen in one thread this module owns, started
-the first time recording is on, so a slow disk costs dropped (and counted)
-records, never a late answer. The settings live in `postgate.record_settings`,
-the block format and redaction in `postgate.record_format`; their public
-names are re-exported here. Imports nothing from the rule engine or the
-config loader (config.py imports this package's settings), and no Twisted.
+to a bounded queue (`Recorder.add`); redaction, writing, rotation and fsync
+happen in one thread this module owns, started the first time recording is
+on, so a slow disk costs dropped (and counted) records, never a late answer.
+The settings live in `postgate.record_settings`, the block format and
+redaction in `postgate.record_format`; their public names are re-exported
+here. Imports nothing from the rule engine or the config loader (config.py
+imports this package's settings), and no Twisted.
 
 Crash safety: every ``os.write`` carries whole blocks, each ending with a
 blank line. A SIGKILL can still cut a write in the kernel's copy loop; the
@@ -21,6 +21,7 @@ import contextlib
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -28,9 +29,8 @@ import structlog
 
 from postgate.corpus import RECORDING_HEADER
 from postgate.record_format import (
+    CopiedBlocks,
     Redactor,
-    copy_block,
-    copyable,
     encode_block,
     format_block,
     format_time,
@@ -58,20 +58,32 @@ Entry = tuple["PolicyRequest", str, str, float, "Action | None"]
 
 
 class Recorder:
-    """Accepts records on the answer path; one thread of its own writes them."""
+    """Accepts records on the answer path; one thread of its own writes them.
+
+    `add` is called from one thread, the one that answers, and takes no lock:
+    the queue is a deque, whose append and popleft are atomic (the documented
+    thread-safe use of `collections.deque`); the writer pops until it finds
+    the queue empty, and the add that makes the queue non-empty wakes it.
+    Counters written by both threads are kept apart (`_full`, `_lost`), each
+    written by one thread only. The lock orders the rest: settings, waiters,
+    closing.
+    """
 
     def __init__(
         self, settings: RecordSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._settings = settings
         self.enabled = settings.enabled and settings.path is not None
+        self._blocks = _blocks(settings)
+        self._max_pending = settings.max_pending
         self._lock = threading.Lock()
-        self._pending: list[Entry | bytes] = []
+        self._pending: deque[Entry | bytes] = deque()
         self._waiters: list[threading.Event] = []
         self._wake = threading.Event()
         self._hurry = threading.Event()
         self._closing = False
-        self.dropped = 0
+        self._full = 0  # refused by add: written by the answering thread only
+        self._lost = 0  # lost to write errors: written by the writer thread only
         self._sink = _Sink()
         self._drops = _DropReport(clock)
         self._thread: threading.Thread | None = None
@@ -81,6 +93,11 @@ class Recorder:
     @property
     def written(self) -> int:
         return self._sink.written
+
+    @property
+    def dropped(self) -> int:
+        """Records never written: refused with the queue full, or lost to errors."""
+        return self._full + self._lost
 
     def add(
         self,
@@ -96,28 +113,22 @@ class Recorder:
         ``action_line`` is the answer sent; ``action`` the action that rendered
         it, needed to render the expectation again when redacting.
 
-        A request whose received lines can be copied is encoded here, which
-        is a few string joins; everything else is formatted by the writer
-        thread. Encoding here rather than there keeps the writer thread from
-        holding the interpreter lock for whole batches, which would stall the
-        answers of every connection for milliseconds at a time.
+        A request whose received lines can be copied is encoded here
+        (`CopiedBlocks`: a few memchr calls and one join); everything else is
+        formatted by the writer thread. Encoding here rather than there keeps the writer
+        thread from holding the interpreter lock for whole batches, which
+        would stall the answers of every connection for milliseconds at a time.
         """
         if not self.enabled:
             return
-        settings = self._settings
-        entry: Entry | bytes
-        if not settings.redact and copyable(request):
-            entry = copy_block(request, action_line, rule, now, decisions=settings.decisions)
-        else:
-            entry = (request, action_line, rule, now, action)
-        with self._lock:
-            pending = self._pending
-            if len(pending) >= settings.max_pending:
-                self.dropped += 1
-                return
-            pending.append(entry)
-            first = len(pending) == 1
-        if first:
+        pending = self._pending
+        if len(pending) >= self._max_pending:
+            self._full += 1
+            return
+        blocks = self._blocks
+        block = None if blocks is None else blocks.block(request, action_line, rule, now)
+        pending.append((request, action_line, rule, now, action) if block is None else block)
+        if len(pending) == 1:  # the writer emptied the queue: it waits for this
             self._wake.set()
 
     def set_enabled(self, enabled: bool) -> bool:
@@ -131,6 +142,8 @@ class Recorder:
         """Use new settings from the next batch on (a reload); the old file is closed."""
         with self._lock:
             self._settings = settings
+        self._blocks = _blocks(settings)
+        self._max_pending = settings.max_pending
         self.enabled = settings.enabled and settings.path is not None and self._start()
 
     def _start(self) -> bool:
@@ -186,15 +199,14 @@ class Recorder:
 
     def _step(self) -> bool:
         """Write one batch, account for losses, release flush waiters."""
-        with self._lock:
-            batch, self._pending = self._pending, []
+        with self._lock:  # waiters first: what they wait for is queued already
             waiters, self._waiters = self._waiters, []
             settings, closing = self._settings, self._closing
-        lost = self._write(batch, settings)
-        with self._lock:
-            self.dropped += lost
-            dropped = self.dropped
-        self._drops.report(dropped, force=closing)
+        pending, batch = self._pending, []
+        while pending:  # until empty: an add seeing it non-empty did not wake us
+            batch.append(pending.popleft())
+        self._lost += self._write(batch, settings)
+        self._drops.report(self.dropped, force=closing)
         for waiter in waiters:
             waiter.set()
         return closing
@@ -205,6 +217,11 @@ class Recorder:
         except Exception:  # the writer must outlive any bad record
             log.exception("record_failed", records=len(batch))
             return len(batch)
+
+
+def _blocks(settings: RecordSettings) -> CopiedBlocks | None:
+    """The answer path's block builder; none when redacting (the writer redacts)."""
+    return None if settings.redact else CopiedBlocks(decisions=settings.decisions)
 
 
 @dataclass(slots=True)
@@ -259,7 +276,13 @@ class _Sink:
             self.failed_at = now
         self.close()
 
-    def encode(self, batch: Iterable[Entry | bytes], settings: RecordSettings) -> bytes:
+    def encode(self, batch: list[Entry | bytes], settings: RecordSettings) -> bytes:
+        try:  # usually all blocks copied on the answer path: one join, no loop
+            return b"".join(batch)  # type: ignore[arg-type]
+        except TypeError:  # some records are still to be formatted
+            return self.format(batch, settings)
+
+    def format(self, batch: Iterable[Entry | bytes], settings: RecordSettings) -> bytes:
         redactor = self.redaction(settings)
         blocks = [
             entry
