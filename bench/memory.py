@@ -30,7 +30,7 @@ import procstat
 import report
 from driver import BENCH, DOC, REFERENCE, build, ensure_corpus, postgate_config
 from measure import Level, Plan, run_level
-from servers import Endpoint, Postgate, free_port, running, stop_on_signals
+from servers import REPO, Endpoint, Postgate, free_port, running, stop_on_signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--out", type=Path, default=BENCH / "out")
     parser.add_argument("--publish", action="store_true", help="update docs/performance.md")
+    parser.add_argument(
+        "--venv", type=Path, default=REPO / ".venv", help="the virtualenv postgate runs from"
+    )
     args = parser.parse_args(argv)
     stop_on_signals()
     out = args.out.resolve()
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     ensure_corpus(corpus_dir, seed=1, requests=20000, list_size=args.list_size)
     print(f"corpus and lists of {args.list_size:,} ready in {time.monotonic() - started:.1f} s")
-    server = Postgate(postgate_config(REFERENCE, corpus_dir), discard_log=True)
+    server = Postgate(
+        postgate_config(REFERENCE, corpus_dir), discard_log=True, venv=args.venv.resolve()
+    )
     plan = Plan(args.connections, warmup=0.0, requests=args.requests, progress=args.every)
     samples: list[Sample] = []
     with running(server, Endpoint(port=free_port()), out / "memory") as live:
