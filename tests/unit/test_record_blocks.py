@@ -16,25 +16,15 @@ from postgate.corpus import parse_policy_text, read_policy_file
 from postgate.protocol import Decoder, PolicyRequest, encode_request
 from postgate.record import Recorder, RecordSettings
 from postgate.record_format import CopiedBlocks, copy_block, format_time
+from tests.unit.test_record import NOW, request
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-NOW = 1772366400.25  # 2026-03-01T12:00:00.25Z
-
 
 def received(n: int = 0, **extra: str) -> PolicyRequest:
-    """A request as the decoder hands it over, its received lines kept."""
-    attrs = {
-        "request": "smtpd_access_policy",
-        "protocol_state": "RCPT",
-        "client_address": "198.51.100.7",
-        "client_port": str(n),
-        "sender": "alice@example.org",
-        "recipient": f"bob{n}@example.com",
-    }
-    attrs.update(extra)
-    (decoded,) = Decoder().feed(encode_request(attrs))
+    """`test_record.request` as the decoder hands it over, its received lines kept."""
+    (decoded,) = Decoder().feed(encode_request(request(n, **extra).as_dict()))
     return decoded
 
 
