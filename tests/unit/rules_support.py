@@ -15,6 +15,7 @@ from postgate.problems import Problems
 from postgate.protocol import PolicyRequest
 from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.engine import DEFAULT_RULE, Group, Rule
+from postgate.rules.program import walk
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -78,19 +79,12 @@ def outcome(ruleset: Ruleset, **attrs: str) -> tuple[str, str]:
 
 def rule_ids(ruleset: Ruleset) -> list[str]:
     """The ids of the rules (not groups) that can decide, in the order they are tried."""
-    return [node.id for node in _walk(ruleset.nodes) if isinstance(node, Rule)]
+    return [node.id for node in walk(ruleset.nodes) if isinstance(node, Rule)]
 
 
 def tried_order(ruleset: Ruleset) -> list[str]:
     """Every id the engine can reach, in order: a group before and after its children."""
     return [*_tried(ruleset.nodes), DEFAULT_RULE]
-
-
-def _walk(nodes: tuple[Node, ...]) -> Iterator[Node]:
-    for node in nodes:
-        yield node
-        if isinstance(node, Group):
-            yield from _walk(node.children)
 
 
 def _tried(nodes: tuple[Node, ...]) -> Iterator[str]:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies import DUNNO, Action
-from postgate.rules.program import build
+from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
     from postgate.protocol import PolicyRequest
     from postgate.rules.lists import NamedList
@@ -123,7 +123,7 @@ class Ruleset:
         program, failing = build(self.nodes, self.default_decision)
         object.__setattr__(self, "program", program)
         object.__setattr__(self, "failing", failing)
-        object.__setattr__(self, "rule_count", sum(1 for _ in _walk(self.nodes)))
+        object.__setattr__(self, "rule_count", sum(1 for _ in walk(self.nodes)))
         object.__setattr__(self, "digest", self._digest())
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
@@ -153,13 +153,6 @@ class Ruleset:
         for name, named in sorted(self.lists.items()):
             h.update(f"{name}={named.digest}\n".encode("utf-8", "surrogatepass"))
         return h.hexdigest()[:12]
-
-
-def _walk(nodes: tuple[Node, ...]) -> Iterator[Node]:
-    for node in nodes:
-        yield node
-        if isinstance(node, Group):
-            yield from _walk(node.children)
 
 
 def _when(conditions: tuple[Condition, ...]) -> str:

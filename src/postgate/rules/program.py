@@ -32,7 +32,7 @@ from postgate.rules.networks import parse_address
 from postgate.rules.patterns import MAX_SUBJECT, Pattern
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from postgate.rules.engine import Decision, Node
     from postgate.rules.match import Code, Condition
@@ -143,12 +143,6 @@ def _views(code: Code) -> Iterable[View]:
             yield from _views(part)
 
 
-def _conditions(nodes: Sequence[Node]) -> Iterable[Condition]:
-    for node in nodes:
-        yield from node.conditions
-        yield from _conditions(getattr(node, "children", ()))
-
-
 def _when(writer: _Writer, conditions: Sequence[Condition]) -> str:
     return " and ".join(writer.code(c.code) for c in conditions)
 
@@ -174,7 +168,7 @@ def _body(writer: _Writer, nodes: Sequence[Node], depth: int) -> None:
 def _hoist(writer: _Writer, nodes: Sequence[Node]) -> None:
     """Compute each view tested more than once a single time, at the top."""
     counts: dict[View, int] = {}
-    for condition in _conditions(nodes):
+    for condition in (c for node in walk(nodes) for c in node.conditions):
         for seen in _views(condition.code):
             counts[seen] = counts.get(seen, 0) + 1
     shared = [seen for seen, count in counts.items() if count > 1]
@@ -198,7 +192,7 @@ def build(nodes: Sequence[Node], default: Decision) -> tuple[Program, dict[str, 
     writer.lines.append(f"    return {writer.constant(default)}")
     writer.hoisted = {}
     failing: dict[str, str] = {}
-    for node in _walk(nodes):
+    for node in walk(nodes):
         name = failing[node.id] = f"f{len(failing)}"
         writer.lines += [f"def {name}(raw):", "    get = raw.get"]
         for index, condition in enumerate(node.conditions):
@@ -209,10 +203,11 @@ def build(nodes: Sequence[Node], default: Decision) -> tuple[Program, dict[str, 
     return namespace["decide"], {rule: namespace[name] for rule, name in failing.items()}
 
 
-def _walk(nodes: Sequence[Node]) -> Iterable[Node]:
+def walk(nodes: Sequence[Node]) -> Iterator[Node]:
+    """Every node, each group before its children, in rule order."""
     for node in nodes:
         yield node
-        yield from _walk(getattr(node, "children", ()))
+        yield from walk(getattr(node, "children", ()))
 
 
 def _run(source: str, namespace: dict[str, Any]) -> dict[str, Any]:
@@ -222,4 +217,4 @@ def _run(source: str, namespace: dict[str, Any]) -> dict[str, Any]:
     return namespace
 
 
-__all__ = ["build"]
+__all__ = ["build", "walk"]
