@@ -146,9 +146,8 @@ def encode_block(  # noqa: PLR0913 - the same fields as format_block
     """`format_block` as bytes, copying the received lines where that is exact.
 
     Without redaction, a request whose received lines read back as the same
-    attributes is written as it came, which spares the writer thread the
-    line-by-line formatting; that thread shares the interpreter lock with
-    the thread that answers Postfix.
+    attributes is written as it came, which spares the line-by-line
+    formatting: this runs on the thread that answers Postfix.
     """
     if redactor is None and copyable(request):
         return copy_block(request, answer, rule, now, decisions=decisions)
@@ -194,9 +193,8 @@ class CopiedBlocks:
     Postfix sends is known `copyable` from a few memchr calls instead of a
     look-up per attribute name; the date and time of day are formatted once a
     second; the comment lines once per answer of each rule (most rules always
-    answer the same). Cached values are tuples, replaced whole: a thread never
-    sees half of one. Where this cannot build the block it returns None, and
-    the writer thread formats the record (`encode_block`), errors included.
+    answer the same). Where this cannot build the block it returns None, and
+    `Recorder` formats the record with `encode_block`, errors included.
     """
 
     __slots__ = ("_comments", "_decisions", "_second")
@@ -204,12 +202,12 @@ class CopiedBlocks:
     def __init__(self, *, decisions: bool = True) -> None:
         self._decisions = decisions
         # The current second as a float, and its '# time: ' line up to the
-        # microseconds; one tuple, so it is replaced whole, never half.
+        # microseconds; one tuple, so the two always belong together.
         self._second = (0.0, _time_prefix(0))
         self._comments: dict[str, tuple[str, bytes]] = {}
 
     def block(self, request: PolicyRequest, answer: str, rule: str, now: float) -> bytes | None:
-        """The request's block, or None to leave it to the writer thread."""
+        """The request's block, or None to leave it to `encode_block`."""
         wire = request.wire
         # NUL, CR, '#', space, tab: what `copyable` looks for. With none of
         # them (what Postfix sends) no name can be wrong either. `int in bytes`

@@ -81,7 +81,7 @@ class Daemon:
         notify: Notify,
         listen: tuple[str, ...] = (),
     ) -> None:
-        self.recorder = Recorder(config.record)
+        self.recorder = Recorder(config.record, call_later=reactor.callLater)
         self.decisions = decision_log(lambda flush: reactor.callLater(0, flush))
         self.answerer = Answerer(
             config,

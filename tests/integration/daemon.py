@@ -92,6 +92,15 @@ class Daemon:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
+    def wait(self, timeout: float = 10.0) -> int:
+        """The exit status of a daemon already told to stop; no second signal.
+
+        A second SIGTERM could land while the interpreter finalises, when
+        the default action applies, and turn a clean exit into -15.
+        """
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc is None:
             return 0

@@ -206,7 +206,7 @@ class TestSignals:
             late.sendall(half[20:])
             replies = [_read_reply(sock) for sock in socks]
             late_reply = _read_reply(late)
-            status = daemon.stop()
+            status = daemon.wait()
             took = time.monotonic() - signalled
         assert [echo_reply("echo", f"t{i}@x") for i in range(50)] == replies
         assert echo_reply("echo", "half@x") == late_reply

@@ -30,6 +30,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
+from postgate.corpus import read_policy_file
 from postgate.systemd import InheritedUnixEndpoint
 from tests.integration.daemon import ask, connect
 from tests.integration.needs import need
@@ -600,14 +601,18 @@ class TestHardening:
     def test_system_calls_stay_inside_the_unit_filter(
         self, launcher: Launcher, tmp_path: Path, inherited: tuple[socket.socket, socket.socket]
     ) -> None:
-        """Every syscall of a full run is allowed by SystemCallFilter= in postgate.service."""
+        """Every syscall of a full run, recording included, is allowed by SystemCallFilter=."""
         strace = shutil.which("strace")
         if strace is None:
             need("strace is not installed (apt-get install strace)")
         allowed = unit_syscall_filter()
         trace = tmp_path / "strace.txt"
         wrap = (str(strace), "-f", "-qq", "-o", str(trace))
-        run = launcher.start(write_config(tmp_path, INHERITED), sockets=named(inherited), wrap=wrap)
+        config = write_config(tmp_path, INHERITED)
+        recording = tmp_path / "rec" / "requests.policy"  # its writer process is traced too
+        with config.open("a") as f:
+            f.write(f'\n[record]\npath = "{recording}"\nenabled = true\n')
+        run = launcher.start(config, sockets=named(inherited), wrap=wrap)
         run.wait_for("READY=1", timeout=60.0)
         answers = (ask_tcp(inherited[0]), ask_unix(inherited[1]))
         run.signal(signal.SIGHUP)
@@ -615,8 +620,14 @@ class TestHardening:
         run.signal(signal.SIGTERM)
         status = run.wait()
         used = traced_syscalls(trace.read_text(), exec_line=True)
-        expected: tuple[tuple[bytes, bytes], int, set[str]] = ((reply("hello"),) * 2, 0, set())
-        assert expected == (answers, status, used - allowed)
+        recorded = len(read_policy_file(recording))
+        expected: tuple[tuple[bytes, ...], int, set[str], int] = (
+            (reply("hello"),) * 2,
+            0,
+            set(),
+            2,
+        )
+        assert expected == (answers, status, used - allowed, recorded)
 
 
 def traced_syscalls(text: str, *, exec_line: bool) -> set[str]:

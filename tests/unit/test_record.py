@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,9 @@ def settings(path: Path, **changes: object) -> RecordSettings:
     return RecordSettings(**base)  # type: ignore[arg-type]
 
 
-def recorder_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "postgate-recorder"}
+def running(pid: int | None) -> bool:
+    """Whether ``pid`` is a process of ours that has not been reaped."""
+    return pid is not None and Path(f"/proc/{pid}").exists()
 
 
 def ports(path: Path) -> list[int]:
@@ -304,23 +306,24 @@ class TestRecorder:
         recorder.close()
         assert ([True, False], [1]) == (states, ports(path))
 
-    def test_no_writer_thread_until_recording_is_switched_on(self, tmp_path: Path) -> None:
-        """Off at start: no thread; set_enabled(True) starts one; close() ends it."""
-        before = recorder_threads()
+    def test_no_writer_process_until_a_record_needs_one(self, tmp_path: Path) -> None:
+        """Off at start: no process; the first record starts one; close() ends it."""
         recorder = Recorder(settings(tmp_path / "r.policy", enabled=False))
-        idle = recorder_threads() - before
+        idle = recorder.writer_pid
         recorder.set_enabled(True)
-        started = recorder_threads() - before
+        switched_on = recorder.writer_pid
+        recorder.add(request(1), "DUNNO", "R", NOW)
+        pid = recorder.writer_pid
+        alive = running(pid)
         recorder.close()
-        assert (set(), 1, False) == (idle, len(started), any(t.is_alive() for t in started))
+        assert (None, None, True, False) == (idle, switched_on, alive, running(pid))
 
     def test_never_started_recorder_flushes_and_closes(self) -> None:
         """Without a path nothing starts; flush() and close() return at once, cleanly."""
-        before = recorder_threads()
         recorder = Recorder(RecordSettings())
         flushed = recorder.flush(10)
         recorder.close()
-        assert (True, set(), False) == (flushed, recorder_threads() - before, recorder.enabled)
+        assert (True, None, False) == (flushed, recorder.writer_pid, recorder.enabled)
 
     def test_reload_that_enables_recording_starts_the_writer(self, tmp_path: Path) -> None:
         """A reconfigure switching recording on writes from then on."""
@@ -411,13 +414,17 @@ class TestRotation:
 
 class TestDrops:
     def test_blocked_writer_costs_counted_drops_not_waiting(self, tmp_path: Path) -> None:
-        """With the writer stuck on a FIFO nobody reads, add() drops and counts; log says so."""
+        """With the writer stuck on a FIFO nobody reads, add() drops and counts; log says so.
+
+        The writer blocks opening the FIFO, so the pipe to it fills; then
+        ``max_pending`` records wait in the daemon and the next are dropped.
+        """
         fifo = tmp_path / "r.policy"
         os.mkfifo(fifo)
         with capture_logs() as logs:
             recorder = Recorder(settings(fifo, max_pending=5), FakeClock())
             added = 0
-            while recorder.dropped == 0 and added < 1000:
+            while recorder.dropped == 0 and added < 100_000:  # the 1 MiB pipe fills first
                 recorder.add(request(added), "DUNNO", "R", NOW)
                 added += 1
             more = 20
@@ -463,37 +470,111 @@ from pathlib import Path
 from postgate.protocol import PolicyRequest
 from postgate.record import Recorder, RecordSettings
 
-path, want = Path(sys.argv[1]), int(sys.argv[2])
-recorder = Recorder(RecordSettings(path=path, enabled=True, max_pending=5000))
-n = 0
-while recorder.written < want and n < 5_000_000:
+path, count = Path(sys.argv[1]), int(sys.argv[2])
+recorder = Recorder(RecordSettings(path=path, enabled=True, max_pending=1_000_000))
+for n in range(count):
     attrs = {"request": "smtpd_access_policy", "client_port": str(n),
              "recipient": f"r{n}@example.com", "padding": "x" * (n % 700)}
     recorder.add(PolicyRequest(attrs), "DUNNO", "DEFAULT", 1e9 + n)
-    n += 1
     if n % 500 == 0:
-        time.sleep(0.001)  # let the writer run, as a reactor between requests would
+        time.sleep(0.001)  # let the writer run, as a reactor between turns would
+print(recorder.writer_pid, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # while the writer is still busy
 """
 
 
+def crash_request(n: int) -> PolicyRequest:
+    return PolicyRequest(
+        {
+            "request": "smtpd_access_policy",
+            "client_port": str(n),
+            "recipient": f"r{n}@example.com",
+            "padding": "x" * (n % 700),
+        }
+    )
+
+
+def wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    """Poll (bounded) until ``pid`` has exited; True if it did."""
+    for _ in range(int(seconds / 0.01)):
+        stat = Path(f"/proc/{pid}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def untorn(path: Path) -> tuple[list[int], list[int]]:
+    """The ports recorded, and the lines of blocks whose fields do not belong together."""
+    cases = read_policy_file(path)
+    torn = [
+        c.line
+        for c in cases
+        if c.request["recipient"] != f"r{c.request['client_port']}@example.com"
+    ]
+    return [int(c.request["client_port"]) for c in cases], torn
+
+
 class TestCrashSafety:
-    def test_file_left_by_kill_9_mid_recording_replays(self, tmp_path: Path) -> None:
-        """SIGKILL while records pour in: the file reads as whole, untorn blocks."""
+    def test_daemon_killed_mid_recording_leaves_whole_blocks(self, tmp_path: Path) -> None:
+        """SIGKILL of the daemon: its writer writes what it was sent, whole, and exits."""
         path = tmp_path / "r.policy"
         done = subprocess.run(
-            [sys.executable, "-c", CRASHER, str(path), "20000"], timeout=120, check=False
+            [sys.executable, "-c", CRASHER, str(path), "20000"],
+            timeout=120,
+            check=False,
+            capture_output=True,
+            text=True,
         )
-        cases = read_policy_file(path)
-        torn = [
-            c.line
-            for c in cases
-            if c.request["recipient"] != f"r{c.request['client_port']}@example.com"
-        ]
-        assert (-signal.SIGKILL, []) == (done.returncode, torn)
-        numbers = [int(c.request["client_port"]) for c in cases]
-        assert len(cases) >= 20000
+        writer_exited = wait_gone(int(done.stdout))
+        numbers, torn = untorn(path)
+        assert (-signal.SIGKILL, True, []) == (done.returncode, writer_exited, torn)
+        assert path.read_bytes().endswith(b"\n\n")
+        assert len(numbers) >= 1000
         assert numbers == sorted(set(numbers))  # in order, none twice
+
+    def test_writer_killed_mid_stream_is_replaced_and_nothing_later_is_lost(
+        self, tmp_path: Path
+    ) -> None:
+        """SIGKILL of the writer: logged, another starts; the file replays in order."""
+        path = tmp_path / "r.policy"
+        recorder = Recorder(settings(path, max_pending=1_000_000))
+        with capture_logs() as logs:
+            for n in range(3000):
+                recorder.add(crash_request(n), "DUNNO", "R", NOW)
+            first = recorder.writer_pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            added = 3000
+            while recorder.writer_pid in (first, None) and added < 3000 + 600:
+                recorder.add(crash_request(added), "DUNNO", "R", NOW)
+                added += 1
+                time.sleep(0.01)  # a restart waits RESTART_INTERVAL after the last start
+            last = [crash_request(added + n) for n in range(10)]
+            for req in last:
+                recorder.add(req, "DUNNO", "R", NOW)
+            recorder.close()
+        numbers, torn = untorn(path)
+        assert ([], ["record_writer_died"]) == (
+            torn,
+            [e["event"] for e in logs if e["event"] == "record_writer_died"],
+        )
+        assert numbers == sorted(set(numbers))
+        assert list(range(added, added + 10)) == numbers[-10:]
+
+    def test_writer_outlives_the_signals_a_stop_sends_to_the_group(self, tmp_path: Path) -> None:
+        """SIGTERM, SIGINT, SIGHUP to the writer do not end it: it ends when the daemon closes."""
+        path = tmp_path / "r.policy"
+        recorder = Recorder(settings(path))
+        recorder.add(request(1), "DUNNO", "R", NOW)
+        pid = recorder.writer_pid
+        assert pid is not None
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(pid, signum)
+        recorder.add(request(2), "DUNNO", "R", NOW)
+        flushed = recorder.flush(10)
+        recorder.close()
+        assert (True, [1, 2], 0) == (flushed, ports(path), recorder.dropped)
 
     def test_cut_last_block_is_ignored_on_read_and_trimmed_on_reopen(self, tmp_path: Path) -> None:
         """A write cut short leaves a partial block: replay skips it, the recorder removes it."""
