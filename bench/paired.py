@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from servers import Running
 
 OFF, ON = "paired-off", "paired-on"
-ROUNDS = 12  # each round is an off and an on window; ABBA order over two rounds
+ROUNDS = 16  # each round is an off and an on window; ABBA order over two rounds
 
 
 @dataclass(frozen=True, slots=True)
