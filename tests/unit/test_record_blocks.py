@@ -173,12 +173,14 @@ class TestRecorderQueue:
             while not done.is_set():
                 recorder.flush(10)
 
-        thread = threading.Thread(target=flusher)
+        thread = threading.Thread(target=flusher, daemon=True)
         thread.start()
-        for n in range(20_000):
-            recorder.add(received(n), "DUNNO", "R", NOW)
-        done.set()
-        thread.join(30)
+        try:
+            for n in range(20_000):
+                recorder.add(received(n), "DUNNO", "R", NOW)
+        finally:  # a failure above must not leave the flusher spinning
+            done.set()
+            thread.join(30)
         recorder.close()
         assert (list(range(20_000)), 0) == (ports(path), recorder.dropped)
 
