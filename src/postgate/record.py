@@ -278,13 +278,14 @@ class Recorder:
             self._writer_died(writer, exc, data.count(BLOCK_END, start))
             return False
         end = start + sent
-        if end == len(data):
-            self._stuck, self._sent, self._stuck_records = b"", 0, 0
-        else:
-            self._stuck, self._sent = data, end
-            self._stuck_records = data.count(BLOCK_END, end)
-        self._waiting = len(self._backlog) + self._stuck_records
+        self._hold(data if end < len(data) else b"", end)
         return end == len(data)
+
+    def _hold(self, data: bytes, start: int) -> None:
+        """Keep ``data[start:]`` for the pipe, ahead of the backlog (nothing if empty)."""
+        self._stuck, self._sent = data, start
+        self._stuck_records = data.count(BLOCK_END, start) if data else 0
+        self._waiting = len(self._backlog) + self._stuck_records
 
     def _start(self) -> WriterProcess | None:
         """A writer process for the current settings; None while starting is failing."""
@@ -302,12 +303,12 @@ class Recorder:
             return None
         self._writer = writer
         # A new writer knows no file: what is queued goes to today's path.
-        self._stuck, self._sent, self._stuck_records = open_command(settings), 0, 0
+        self._hold(open_command(settings), 0)
         return writer
 
     def _writer_died(self, writer: WriterProcess, exc: OSError, lost: int) -> None:
         self._lost += lost
-        self._stuck, self._sent, self._stuck_records = b"", 0, 0
+        self._hold(b"", 0)
         self._retire(writer, writer.read(wait=0.0))
         log.error("record_writer_died", error=str(exc), lost=lost, returncode=writer.process.poll())
 
@@ -346,7 +347,7 @@ class Recorder:
         with self._push_lock:
             if self._closing:
                 return True
-            if self._writer is None and not self._out:
+            if self._writer is None and not self._out and not self._backlog:
                 return True  # nothing was ever queued, or it is all written
             self._asked += 1
             asked = self._asked
@@ -385,13 +386,13 @@ class Recorder:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._push_lock:
             self._closing = True
-            sent = self._drain(deadline)
+            if not self._drain(deadline):  # what never reached a writer is lost: count it
+                unsent = len(self._out) + len(self._backlog) + self._stuck_records
+                self._lost += unsent
+                log.error("record_close_timeout", unsent=unsent)
             writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        if not sent:
-            log.error("record_close_timeout", unsent_bytes=len(self._stuck) - self._sent)
-        self._retire(writer, writer.finish(deadline))
+        if writer is not None:
+            self._retire(writer, writer.finish(deadline))
         self._drops.report(self.dropped, force=True)
 
 

@@ -77,10 +77,8 @@ class Status:
 
     def send(self, **fields: Any) -> None:
         fields.update(written=self.written, lost=self.lost)
-        data = json.dumps(fields).encode() + b"\n"
         with contextlib.suppress(OSError):  # the daemon is gone: no one to tell
-            while data:
-                data = data[os.write(self.fd, data) :]
+            write_all(self.fd, json.dumps(fields).encode() + b"\n")
 
 
 class RecordingFile:
@@ -130,9 +128,7 @@ class RecordingFile:
 
     def append(self, data: bytes) -> None:
         assert self.fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        write_all(self.fd, data)
         self.size += len(data)
 
     def open(self, target: Target) -> None:
@@ -182,6 +178,13 @@ class RecordingFile:
                 os.fsync(fd)
             os.close(fd)
         self.target = None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def trim_cut_tail(path: Path) -> int | None:

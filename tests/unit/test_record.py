@@ -437,6 +437,24 @@ class TestDrops:
         events = [e for e in logs if e["event"] == "record_dropped"]
         assert [dropped] == [e["total"] for e in events]
 
+    def test_records_a_close_cannot_send_are_counted_as_dropped(self, tmp_path: Path) -> None:
+        """Writer stopped (SIGSTOP), close() times out: records still waiting count as dropped."""
+        recorder = Recorder(settings(tmp_path / "r.policy", max_pending=50))
+        recorder.add(request(0), "DUNNO", "R", NOW)
+        pid = recorder.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # reads nothing more: the pipe fills, then 50 wait here
+        added = 1
+        while recorder.dropped == 0 and added < 100_000:
+            recorder.add(request(added), "DUNNO", "R", NOW)
+            added += 1
+        refused = recorder.dropped
+        with capture_logs() as logs:
+            recorder.close(timeout=0.3)
+        unsent = [e["unsent"] for e in logs if e["event"] == "record_close_timeout"]
+        stuck = [e["event"] for e in logs if e["event"] == "record_writer_stuck"]
+        assert ([50], refused + 50, ["record_writer_stuck"]) == (unsent, recorder.dropped, stuck)
+
     def test_unwritable_record_is_counted_and_the_writer_goes_on(self, tmp_path: Path) -> None:
         """A record that cannot be encoded is dropped, logged, and later records are written."""
         path = tmp_path / "r.policy"
