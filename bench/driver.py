@@ -229,20 +229,28 @@ def endpoint(settings: Settings, name: str) -> Endpoint:
 def measure_paired(
     settings: Settings, loadgen: Path, requests: Path, corpus_dir: Path, venv: Path
 ) -> list[Level]:
-    """Recording off and on in alternating windows at 50 connections (`paired`)."""
-    configs = {paired.OFF: corpus_dir / "postgate.toml", paired.ON: recording_config(corpus_dir)}
+    """Recording off and on in one daemon, alternating windows at 50 connections (`paired`)."""
+    config = corpus_dir / "postgate-paired.toml"
+    text = recording_config(corpus_dir).read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("recording/requests.policy", "recording/paired.policy").replace(
+            "enabled = true", "enabled = false"
+        ),
+        encoding="utf-8",
+    )
     plan = Plan(
         connections=report.HEADLINE_CONNECTIONS,
         warmup=settings.warmup,
         duration=max(3.0, settings.duration / 2),
     )
 
-    def start(name: str) -> AbstractContextManager[Running]:
-        server = Postgate(configs[name], name=name, venv=venv)
-        return running(server, endpoint(settings, name), settings.out)
+    def start() -> AbstractContextManager[Running]:
+        server = Postgate(config, name="postgate-paired", venv=venv)
+        return running(server, endpoint(settings, server.name), settings.out)
 
-    print("recording off and on, alternating windows:", flush=True)
-    return paired.measure(start, loadgen, requests, plan, print_level)
+    print("recording off and on in one daemon, alternating windows:", flush=True)
+    recording = corpus_dir / "recording" / "paired.policy"
+    return paired.measure(start, recording, loadgen, requests, plan, print_level)
 
 
 def measure_server(

@@ -128,8 +128,9 @@ def checks(levels: Sequence[Level], alternating: Paired | None = None) -> list[C
             Check(
                 claim,
                 f"{alternating.share:.0%} ({_rps(alternating.on_rps)} vs "
-                f"{_rps(alternating.off_rps)} req/s over {len(alternating.rounds)} alternating "
-                f"windows each; single pairs {low:.0%}-{high:.0%})",
+                f"{_rps(alternating.off_rps)} req/s, one daemon switched by SIGUSR1, "
+                f"{len(alternating.rounds)} alternating windows each; single pairs "
+                f"{low:.0%}-{high:.0%})",
                 alternating.share >= RECORDING_MIN_SHARE,
             )
         )

@@ -25,6 +25,7 @@ from postgate.replies import ELLIPSIS, sanitise
 from postgate.rules.attributes import POSTFIX
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from postgate.replies import Action
@@ -180,6 +181,7 @@ def copyable(request: PolicyRequest) -> bool:
 
 _POSTFIX_NAMES: Final = frozenset(POSTFIX)
 _COMMENTS_KEPT: Final = 4096
+_END: Final = b"\n\n"
 # A count of microseconds as text, three digits at a time: two tuple reads
 # cost less than formatting an int on every record.
 _DIGITS: Final = tuple(b"%03d" % n for n in range(1000))
@@ -197,10 +199,10 @@ class CopiedBlocks:
     `Recorder` formats the record with `encode_block`, errors included.
     """
 
-    __slots__ = ("_comments", "_decisions", "_second")
+    __slots__ = ("_comments", "_second", "decisions")
 
     def __init__(self, *, decisions: bool = True) -> None:
-        self._decisions = decisions
+        self.decisions = decisions
         # The current second as a float, and its '# time: ' line up to the
         # microseconds; one tuple, so the two always belong together.
         self._second = (0.0, _time_prefix(0))
@@ -217,6 +219,10 @@ class CopiedBlocks:
             and not copyable(request)
         ):
             return None
+        return self.of(wire, answer, rule, now)
+
+    def of(self, wire: bytes, answer: str, rule: str, now: float) -> bytes | None:
+        """The block of lines known `copyable`; None when the time needs `format_time`."""
         start, prefix = self._second
         if not 0.0 <= now - start < 1.0:  # another second (or NaN)
             moved = self._move(now)
@@ -233,6 +239,41 @@ class CopiedBlocks:
         high, low = _DIGITS[micro // 1000], _DIGITS[micro % 1000]
         return b"".join((prefix, high, low, b"Z\n", known[1], wire, b"\n\n"))
 
+    def extend(
+        self,
+        parts: list[bytes],
+        wires: Sequence[bytes],
+        answers: Sequence[str],
+        rules: Sequence[str],
+        times: Sequence[float],
+    ) -> None:
+        """Append the blocks of many records of copyable lines to ``parts``, in pieces.
+
+        `of` for a whole frame of the writer process (`postgate.record_writer`),
+        with no call and no join per record: this is most of the writer's work.
+        A time that is not one `format_time` writes raises, as it does there.
+        """
+        start, prefix = self._second
+        comments = self._comments
+        digits = _DIGITS
+        add = parts.extend
+        for wire, answer, rule, now in zip(wires, answers, rules, times, strict=True):
+            if not 0.0 <= now - start < 1.0:  # another second (or NaN)
+                moved = self._move(now)
+                if moved is None:
+                    format_time(now)  # raises: the record has no time to write
+                    raise ValueError(now)
+                start, prefix = moved
+            micro = round((now - start) * 1_000_000)
+            known = comments.get(rule)
+            if micro == 1_000_000 or known is None or known[0] != answer:
+                block = self.of(wire, answer, rule, now)
+                if block is None:  # rounds up into the next second: format_time's way
+                    block = copy_wire(wire, answer, rule, now, decisions=self.decisions)
+                parts.append(block)
+                continue
+            add((prefix, digits[micro // 1000], digits[micro % 1000], b"Z\n", known[1], wire, _END))
+
     def _move(self, now: float) -> tuple[float, bytes] | None:
         """The second ``now`` is in, its prefix formatted once; None when it has none."""
         try:
@@ -244,7 +285,7 @@ class CopiedBlocks:
         return second
 
     def _comment(self, answer: str, rule: str) -> tuple[str, bytes]:
-        text = f"# expect: {answer}\n# expect-rule: {rule}\n" if self._decisions else ""
+        text = f"# expect: {answer}\n# expect-rule: {rule}\n" if self.decisions else ""
         if len(self._comments) >= _COMMENTS_KEPT:  # rule names of many reloads
             self._comments.clear()
         comments = self._comments[rule] = (answer, text.encode("utf-8", "surrogateescape"))
@@ -259,10 +300,15 @@ def copy_block(
     request: PolicyRequest, answer: str, rule: str, now: float, *, decisions: bool = True
 ) -> bytes:
     """The block of a `copyable` request: its comment lines, then its lines as received."""
+    return copy_wire(request.wire, answer, rule, now, decisions=decisions)
+
+
+def copy_wire(wire: bytes, answer: str, rule: str, now: float, *, decisions: bool = True) -> bytes:
+    """`copy_block` from the received lines alone."""
     head = f"# time: {format_time(now)}\n"
     if decisions:
         head += f"# expect: {answer}\n# expect-rule: {rule}\n"
-    return head.encode("utf-8", "surrogateescape") + request.wire + b"\n\n"
+    return head.encode("utf-8", "surrogateescape") + wire + b"\n\n"
 
 
 def _redacted_answer(

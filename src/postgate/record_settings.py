@@ -27,7 +27,7 @@ class RecordSettings:
     keep: int = 5  # rotated files kept: path.1 (newest) .. path.keep
     redact: bool = False
     decisions: bool = True  # write '# expect:' / '# expect-rule:' lines
-    max_pending: int = 10_000  # records held in the daemon (pipe to the writer full) before drops
+    max_pending: int = 10_000  # records held in the daemon (queued, or the pipe full) before drops
 
 
 _KEYS: Final = ("path", "enabled", "max_bytes", "keep", "redact", "decisions", "max_pending")

@@ -81,7 +81,7 @@ class Answerer:
             self._log.exception("evaluation_failed", **_fields(request.raw))
         recorder = self.recorder
         if recorder is not None and recorder.enabled:
-            recorder.add(request, line, rule, self._clock(), action=action)
+            recorder.add(request, line, rule, self._clock(), action)
         dry_run = config.daemon.dry_run
         if dry_run:
             wire = DUNNO.wire

@@ -34,6 +34,7 @@ from postgate.corpus import read_policy_file
 from postgate.systemd import InheritedUnixEndpoint
 from tests.integration.daemon import ask, connect
 from tests.integration.needs import need
+from tests.integration.test_systemd_units import SERVICE, UNIT_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -646,13 +647,28 @@ def traced_syscalls(text: str, *, exec_line: bool) -> set[str]:
 
 
 def unit_syscall_filter() -> set[str]:
-    """@system-service minus @privileged and @resources, as systemd-analyze expands them."""
+    """What the unit's SystemCallFilter= lines allow, as systemd-analyze expands them.
+
+    The first line is an allow list; later lines remove (``~``) or add
+    names and groups, in order.
+    """
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         need("systemd-analyze is not installed")
         raise AssertionError  # unreachable: need() raised
-    allowed = expand(analyze, "@system-service")
-    return allowed - expand(analyze, "@privileged") - expand(analyze, "@resources")
+    allowed: set[str] = set()
+    for line in (UNIT_DIR / SERVICE).read_text().splitlines():
+        if not line.startswith("SystemCallFilter="):
+            continue
+        value = line.removeprefix("SystemCallFilter=")
+        names = set().union(
+            *(
+                expand(analyze, item) if item.startswith("@") else {item}
+                for item in value.removeprefix("~").split()
+            )
+        )
+        allowed = allowed - names if value.startswith("~") else allowed | names
+    return allowed
 
 
 def expand(analyze: str, group: str) -> set[str]:

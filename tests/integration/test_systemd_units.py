@@ -43,6 +43,8 @@ ACCEPTED_EXPOSURES = {
     "PrivateNetwork",
     "DeviceAllow",
     "IPAddressDeny",
+    # sched_setscheduler, back from @resources: the recording's writer goes idle-class
+    "SystemCallFilter_resources",
 }
 
 
