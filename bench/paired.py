@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from servers import Running
 
 OFF, ON = "paired-off", "paired-on"
-ROUNDS = 16  # each round is an off and an on window; ABBA order over two rounds
+ROUNDS = 24  # each round is an off and an on window; ABBA order over two rounds
 SETTLE = 0.5  # seconds after a switch: records of the last window are written by then
 
 

@@ -1,18 +1,17 @@
 """Record the requests the daemon answers as a replayable request file.
 
 The answer path appends each request's received lines, its answer and the
-time to a queue (`Recorder.add`), and nothing more. Every `PUSH_DELAY` the
-queue goes down a non-blocking pipe to a writer process
-(`postgate.record_writer`) as one frame: the lines joined, the times and
-answers in one JSON header, a few C calls for the lot. The writer makes
-the blocks, appends, rotates and fsyncs. Per-record Python work in the
-daemon is what recording costs it (measured in the daemon: 4.5 µs per
-request to build a block on the answer path, 2.5 µs in a loop at the
-push), so the daemon makes blocks itself only for what the writer cannot
-copy: redacted records, and requests whose lines would not read back as
-sent. When the pipe is full (a slow disk, or a writer short of idle CPU)
-records wait here, up to ``max_pending``, then are dropped and counted: an
-answer never waits for the disk. The settings live in
+time to a queue (`Recorder.add`), and nothing more: per-record work spread
+over the answer path runs with cold caches (measured in the daemon: 4.5 µs
+per request to build a block there). Every `PUSH_DELAY` the queue becomes
+blocks in one warm loop (`CopiedBlocks.extend`) and goes, in one
+non-blocking write, down a pipe to a writer process
+(`postgate.record_writer`), which appends, rotates and fsyncs. Making the
+blocks in the writer would spare the daemon that loop, but the writer's
+CPU, even on the other core, cost the daemon about as much again
+(measured). When the pipe is full (a slow disk, or a writer short of idle
+CPU) records wait here, up to ``max_pending``, then are dropped and
+counted: an answer never waits for the disk. The settings live in
 `postgate.record_settings`, the block format and redaction in
 `postgate.record_format`; their public names are re-exported here. Imports
 nothing from the rule engine or the config loader (config.py imports this
@@ -29,14 +28,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 import structlog
 
 from postgate.record_format import (
     CopiedBlocks,
     Redactor,
     copy_wire,
-    copyable,
     encode_block,
     format_block,
     format_time,
@@ -55,7 +52,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("postgate")
 
-# A push costs the same for one record as for a hundred (a timer, a frame,
+# A push costs the same for one record as for a hundred (a timer, a join,
 # a write): records gather this long first, not one reactor turn, which at
 # low concurrency is one request.
 PUSH_DELAY: Final = 0.005
@@ -187,76 +184,42 @@ class Recorder:
         """The queue's items as stream bytes, and how many records they hold.
 
         Called with ``_push_lock`` held. The usual queue, records alone of
-        requests as Postfix sends them, is one frame made by C calls.
+        requests as Postfix sends them, becomes blocks in one loop with no
+        call per record (`CopiedBlocks.extend`): warm, unlike the same work
+        spread over the answer path.
         """
         wires = items[0::_STRIDE]
-        if all(wires) and self._encoder.copied is not None:
+        copied = self._encoder.copied
+        if all(wires) and copied is not None:
             times = items[3::_STRIDE]
             if _sane(times):
-                frame = _frame(wires, items[1::_STRIDE], items[2::_STRIDE], times, self._encoder)
-                if frame is not None:
-                    return frame, len(wires)
+                parts: list[bytes] = []
+                copied.extend(parts, wires, items[1::_STRIDE], items[2::_STRIDE], times)
+                return b"".join(parts), len(wires)
         return self._encode_each(items)
 
     def _encode_each(self, items: list[Any]) -> tuple[bytes, int]:
         """`_encode` one item at a time: commands, reloads, redaction, odd requests.
 
-        Records that can be copied as received still go to the writer in
-        frames; the others are made into blocks here. A record that cannot
-        be made into a block is left out, counted and logged (`record_failed`).
+        A record that cannot be made into a block is left out, counted and
+        logged (`record_failed`).
         """
         parts: list[bytes] = []
         records = 0
         encoder = self._encoder
-        run: list[Any] = []  # records to copy as received: lines, answer, rule, time
-
-        def end_run() -> None:
-            nonlocal records
-            if run:
-                records += self._run(run, encoder, parts)
-                run.clear()
-
         for index in range(0, len(items), _STRIDE):
             wire, answer, rule, now, extra = items[index : index + _STRIDE]
             if answer is None:  # a command, or a reload's settings for the records after it
-                end_run()
                 if isinstance(extra, _Encoder):
                     encoder = self._encoder = extra
                 else:
                     parts.append(extra)
                 continue
-            if wire is None:
-                request = extra[0]
-                if encoder.copied is not None and copyable(request):
-                    wire = request.wire
-            if wire is not None and 0.0 <= now < _LAST_TIME:
-                run += (wire, answer, rule, now)
-                continue
-            end_run()
             block = self._block(encoder, wire, extra, answer, rule, now)
             if block is not None:
                 parts.append(block)
                 records += 1
-        end_run()
         return b"".join(parts), records
-
-    def _run(self, run: list[Any], encoder: _Encoder, parts: list[bytes]) -> int:
-        """Append records to copy as received as one frame (blocks if no frame holds them).
-
-        Returns how many records were appended.
-        """
-        frame = _frame(run[0::4], run[1::4], run[2::4], run[3::4], encoder)
-        if frame is not None:
-            parts.append(frame)
-            return len(run) // 4
-        made = 0
-        for index in range(0, len(run), 4):
-            wire, answer, rule, now = run[index : index + 4]
-            block = self._block(encoder, wire, None, answer, rule, now)
-            if block is not None:
-                parts.append(block)
-                made += 1
-        return made
 
     def _block(
         self,
@@ -518,33 +481,6 @@ class Recorder:
 _STRIDE: Final = 5
 # The first second `format_time` cannot write (the year 10000).
 _LAST_TIME: Final = 253402300800.0
-
-
-def _frame(
-    wires: list[bytes], answers: list[str], rules: list[str], times: list[float], encoder: _Encoder
-) -> bytes | None:
-    """Records as the writer's ``records`` frame: header, then the lines as received.
-
-    The caller knows the lines copyable and the times ones `format_time`
-    writes. None when the JSON header cannot hold an answer (a lone
-    surrogate). A few C calls for the whole turn.
-    """
-    try:
-        head = orjson.dumps(
-            {
-                "records": len(wires),
-                "bytes": sum(map(len, wires)) + len(BLOCK_END) * len(wires),
-                "decisions": encoder.settings.decisions,
-                "time": times,
-                "answer": answers,
-                "rule": rules,
-            }
-        )
-    except TypeError:  # orjson.JSONEncodeError: a str orjson refuses
-        return None
-    wires[0] = COMMAND_START + head + b"\n" + wires[0]  # ``wires`` is the caller's slice
-    wires.append(b"")
-    return BLOCK_END.join(wires)
 
 
 def _sane(times: list[float]) -> bool:

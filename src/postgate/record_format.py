@@ -249,9 +249,9 @@ class CopiedBlocks:
     ) -> None:
         """Append the blocks of many records of copyable lines to ``parts``, in pieces.
 
-        `of` for a whole frame of the writer process (`postgate.record_writer`),
-        with no call and no join per record: this is most of the writer's work.
-        A time that is not one `format_time` writes raises, as it does there.
+        `of` for a whole push of the daemon (`Recorder._encode`), with no
+        call and no join per record. A time that is not one `format_time`
+        writes raises, as it does there.
         """
         start, prefix = self._second
         comments = self._comments

@@ -10,16 +10,9 @@ pipe, never the answer path; and a daemon that dies loses only what it had
 not yet handed over.
 
 Input on stdin: request blocks, each ending with a blank line, and commands,
-each a NUL, a JSON object and a newline, some followed by ``bytes`` bytes of
-payload. No block holds a NUL (the recorder leaves out what could carry
-one), and a payload is skipped by its length, so no request can forge a
-command:
+each a NUL, a JSON object and a newline. No block holds a NUL (the recorder
+leaves out what could carry one), so no request can forge a command:
 
-- ``{"records": N, "bytes": B, "decisions": D, "time": [...], "answer":
-  [...], "rule": [...]}``: N requests as they were received, each followed
-  by a blank line (B bytes in all). This process makes their blocks (the
-  comment lines, then the lines as received), so that the daemon does no
-  per-record work beyond queueing it (`postgate.record`);
 - ``{"open": PATH, "max_bytes": N, "keep": K}``: write to PATH from here on;
 - ``{"close": true}``: fsync and close the file (recording switched off);
 - ``{"ack": N}``: once everything before it is written, report ``ack`` N.
@@ -48,10 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
 from postgate.corpus import RECORDING_HEADER
-from postgate.record_format import CopiedBlocks
 
 HEADER_BYTES: Final = RECORDING_HEADER.encode()
 COMMAND: Final = 0  # the NUL that starts a command
@@ -102,9 +92,8 @@ class RecordingFile:
         self.size = 0
         self.failed_at: float | None = None
 
-    def write(self, data: bytes, target: Target | None, records: int | None = None) -> None:
-        """Append ``data`` (whole blocks, ``records`` of them if known); a failure
-        loses them, counted and reported."""
+    def write(self, data: bytes, target: Target | None) -> None:
+        """Append ``data`` (whole blocks); a failure loses them, counted and reported."""
         if target is None:  # the daemon always opens first: defensive only
             self.status.lost += data.count(BLOCK_END)
             return
@@ -118,11 +107,7 @@ class RecordingFile:
                 self.status.lost += data.count(BLOCK_END)
                 self.failed(target, exc)
                 return
-            if records is not None and take == len(data):
-                self.status.written += records
-            else:  # divided between files: count what each one took
-                self.status.written += data.count(BLOCK_END, 0, take)
-                records = None
+            self.status.written += data.count(BLOCK_END, 0, take)
             data = data[take:]
 
     def fitting(self, data: bytes, target: Target) -> int:
@@ -237,7 +222,6 @@ class Writer:
         self.file = RecordingFile(status)
         self.target: Target | None = None
         self.pending = bytearray()
-        self.copied = {True: CopiedBlocks(decisions=True), False: CopiedBlocks(decisions=False)}
 
     def run(self, source: int) -> None:
         while chunk := os.read(source, READ_BYTES):
@@ -255,13 +239,9 @@ class Writer:
             end = pending.find(b"\n", start)
             if end < 0:
                 break
-            order = _loads(pending[start + 1 : end])
-            after = end + 1 + int(order.get("bytes", 0))
-            if after > len(pending):  # its payload is still on its way
-                break
             self.blocks(bytes(pending[done:start]))
-            self.command(order, pending[end + 1 : after])
-            done = after
+            self.command(json.loads(pending[start + 1 : end]))
+            done = end + 1
         start = pending.find(COMMAND, done)
         whole = pending.rfind(BLOCK_END, done, len(pending) if start < 0 else start)
         if whole >= 0:
@@ -273,10 +253,8 @@ class Writer:
         if data:
             self.file.write(data, self.target)
 
-    def command(self, order: dict[str, Any], payload: bytearray) -> None:
-        if "records" in order:
-            self.records(order, payload)
-        elif "open" in order:
+    def command(self, order: dict[str, Any]) -> None:
+        if "open" in order:
             self.target = Target(Path(order["open"]), int(order["max_bytes"]), int(order["keep"]))
             if self.file.target != self.target:  # a reload: the old file is done, on disk
                 self.file.close()
@@ -284,34 +262,6 @@ class Writer:
             self.file.close()
         elif "ack" in order:
             self.status.send(ack=int(order["ack"]))
-
-    def records(self, order: dict[str, Any], payload: bytearray) -> None:
-        """Make the blocks of requests sent as received, then write them.
-
-        A frame that does not hold what its header says (which the daemon
-        never sends) is lost whole, counted and reported.
-        """
-        count = int(order["records"])
-        try:
-            data = self.build(order, bytes(payload).split(BLOCK_END))
-        except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
-            self.status.lost += count
-            self.status.send(event="record_failed", records=count, error=repr(exc))
-            return
-        if self.target is None:  # the daemon always opens first: defensive only
-            self.status.lost += count
-        else:
-            self.file.write(data, self.target, count)
-
-    def build(self, order: dict[str, Any], wires: list[bytes]) -> bytes:
-        times, answers, rules = order["time"], order["answer"], order["rule"]
-        last = wires.pop()  # after the last blank line: nothing
-        if last or not len(wires) == len(times) == len(answers) == len(rules) == order["records"]:
-            msg = "a records frame that does not hold what its header says"
-            raise ValueError(msg)
-        parts: list[bytes] = []
-        self.copied[bool(order["decisions"])].extend(parts, wires, answers, rules, times)
-        return b"".join(parts)
 
     def finish(self) -> None:
         """End of input: what is left is a block cut by the daemon's death; drop it.
@@ -323,25 +273,13 @@ class Writer:
         self.status.send()
 
 
-def _loads(text: bytearray) -> dict[str, Any]:
-    """A command's JSON: orjson for the daemon's frames, json for what orjson refuses.
-
-    The daemon writes other commands with `json.dumps`, whose escapes may
-    hold a lone surrogate (a path not in UTF-8), which only `json` reads.
-    """
-    try:
-        order: dict[str, Any] = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        order = json.loads(text)
-    return order
-
-
 def background() -> bool:
     """Run only on CPU time the daemon leaves idle (SCHED_IDLE); False if not allowed.
 
     Woken every batch, a writer of normal priority preempts the daemon on
-    its core and evicts its caches: measured, that cost the daemon as much
-    CPU per request as the writer used itself. An idle-class writer never
+    its core and evicts its caches: measured with a writer that made the
+    blocks itself, the daemon's CPU per request rose by about what the
+    writer used. An idle-class writer never
     preempts it and runs on the other core's spare time. When both cores
     are saturated it falls behind: the pipe fills, and records wait in the
     daemon up to ``max_pending``, then are dropped and counted, which is

@@ -17,16 +17,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from postgate.corpus import RECORDING_HEADER, read_policy_file
-from postgate.protocol import Decoder, encode_request
-from postgate.record_format import copy_block, format_block
+from postgate.record_format import format_block
 from postgate.record_writer import FAILURE_LOG_PERIOD, Status, Writer, trim_cut_tail
 from tests.unit.test_record import NOW, ports, request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-    from postgate.protocol import PolicyRequest
 
 HEADER = RECORDING_HEADER.encode()
 
@@ -46,12 +43,6 @@ def block(n: int, **extra: str) -> bytes:
 
 def blocks(numbers: range | list[int]) -> bytes:
     return b"".join(block(n) for n in numbers)
-
-
-def received(n: int) -> PolicyRequest:
-    """`request` as the decoder hands it over, its received lines kept."""
-    (decoded,) = Decoder().feed(encode_request(request(n).as_dict()))
-    return decoded
 
 
 def rotated(path: Path, keep: int) -> list[Path]:
@@ -435,60 +426,3 @@ class TestProcess:
         assert ([{"ack": 7, "written": 5, "lost": 0}], 0) == (acked, returncode)
         assert [{"written": 5, "lost": 0}] == last
         assert list(range(5)) == [int(c.request["client_port"]) for c in read_policy_file(path)]
-
-
-def frame(items: list[tuple[bytes, str, str, float]], **header: Any) -> bytes:
-    """A ``records`` frame as `postgate.record` sends it; ``header`` overrides its fields."""
-    payload = b"".join(wire + b"\n\n" for wire, _, _, _ in items)
-    fields: dict[str, Any] = {
-        "records": len(items),
-        "bytes": len(payload),
-        "decisions": True,
-        "time": [now for _, _, _, now in items],
-        "answer": [answer for _, answer, _, _ in items],
-        "rule": [rule for _, _, rule, _ in items],
-    }
-    fields.update(header)
-    return b"\0" + json.dumps(fields).encode() + b"\n" + payload
-
-
-class TestWriterFrames:
-    def test_frame_fed_a_byte_at_a_time_is_written_once_whole(
-        self, tmp_path: Path, writer: Writer
-    ) -> None:
-        """A frame waits until its payload is all there, then its blocks are written."""
-        path = tmp_path / "r.policy"
-        reqs = [received(n) for n in range(3)]
-        stream = opening(path) + frame([(r.wire, "DUNNO", "R", NOW) for r in reqs])
-        for index in range(len(stream) - 1):
-            feed(writer, stream[index : index + 1])
-        before = path.exists()  # the file is opened with the first block
-        feed(writer, stream[-1:])
-        want = HEADER + b"".join(copy_block(r, "DUNNO", "R", NOW) for r in reqs)
-        assert (False, want) == (before, path.read_bytes())
-
-    def test_frame_that_does_not_hold_what_it_says_is_lost_and_reported(
-        self, tmp_path: Path, writer: Writer, status: StatusPipe
-    ) -> None:
-        """Three records announced, two sent: counted lost, reported, and the
-        blocks after it still written."""
-        path = tmp_path / "r.policy"
-        one, two = received(1), received(2)
-        bad = frame([(one.wire, "DUNNO", "R", NOW), (two.wire, "DUNNO", "R", NOW)], records=3)
-        good = frame([(two.wire, "DUNNO", "R", NOW)])
-        feed(writer, opening(path) + bad + good)
-        events = status.events()
-        assert (HEADER + copy_block(two, "DUNNO", "R", NOW), 3, ["record_failed"]) == (
-            path.read_bytes(),
-            writer.status.lost,
-            [e["event"] for e in events],
-        )
-
-    def test_a_payload_holding_a_nul_is_not_read_as_a_command(
-        self, tmp_path: Path, writer: Writer
-    ) -> None:
-        """The payload is skipped by its length: a NUL and JSON inside it stay data."""
-        path = tmp_path / "r.policy"
-        forged = b'request=smtpd_access_policy\nhelo_name=\0{"close": true}'
-        feed(writer, opening(path) + frame([(forged, "DUNNO", "R", NOW)]))
-        assert forged in path.read_bytes()

@@ -1,9 +1,10 @@
-"""Whole reactor turns of records: frames the writer makes blocks of, and the rest.
+"""Whole pushes of records: one loop for the usual queue, one at a time for the rest.
 
-`Recorder.add` queues a record; once per turn the queue goes to the writer,
-requests as Postfix sends them in one ``records`` frame (the writer makes
-their blocks), the others as blocks made in the daemon. Either way the file
-must hold exactly what `encode_block` gives for each record, in order.
+`Recorder.add` queues a record; every push turns the queue into blocks,
+requests as Postfix sends them in one loop (`CopiedBlocks.extend`), the
+others one by one (commands, reloads, redaction, odd requests). Either way
+the file must hold exactly what `encode_block` gives for each record, in
+order.
 """
 
 # House style puts the expected value first (`expected == actual`), which SIM300
@@ -61,7 +62,7 @@ def recorder_with_turns(path: Path, **changes: object) -> tuple[Recorder, Turns]
 
 
 def expected(records: list[Record], *, redactor: Redactor | None = None) -> bytes:
-    """What the daemon wrote before frames: `encode_block` of each record, in order."""
+    """What the file must hold: `encode_block` of each record, in order."""
     blocks = [
         encode_block(req, answer, rule, now, redactor=redactor)
         for req, answer, rule, now in records
@@ -83,7 +84,7 @@ class TestPlainTurns:
     def test_a_turn_of_plain_requests_is_written_as_encode_block_writes_it(
         self, tmp_path: Path
     ) -> None:
-        """Every rounding edge of the time, via the writer's blocks: byte for byte."""
+        """Every rounding edge of the time, made in one loop: byte for byte."""
         path = tmp_path / "r.policy"
         times = [now for now in moments() if 0.0 <= now < 4102444800.0][:400]
         records = [(received(n), "DUNNO", "R", now) for n, now in enumerate(times)]
@@ -95,7 +96,7 @@ class TestPlainTurns:
         )
 
     def test_answers_and_rules_of_each_record_are_its_own(self, tmp_path: Path) -> None:
-        """Different answers in one frame keep to their records; no decision lines when off."""
+        """Different answers in one push keep to their records; no decision lines when off."""
         path = tmp_path / "r.policy"
         records = [
             (received(n), f"REJECT no {n} \u00e9", f"RULE_{n % 3}", NOW + n) for n in range(30)
@@ -112,7 +113,7 @@ class TestPlainTurns:
         assert (expected(records), HEADER + b"".join(without)) == (on, path_off.read_bytes())
 
     def test_many_turns_queue_in_order(self, tmp_path: Path) -> None:
-        """Turns that reach the writer one after another keep their order."""
+        """Pushes that reach the writer one after another keep their order."""
         path = tmp_path / "r.policy"
         recorder, turns = recorder_with_turns(path)
         records = [(received(n), "DUNNO", "R", NOW + n) for n in range(500)]
@@ -148,8 +149,8 @@ class TestMixedTurns:
         recorder = record_turn(path, records)
         assert (expected(records), 0) == (path.read_bytes(), recorder.dropped)
 
-    def test_an_answer_json_cannot_carry_is_still_written(self, tmp_path: Path) -> None:
-        """A lone surrogate in an answer: that turn's blocks are made in the daemon."""
+    def test_an_answer_with_a_lone_surrogate_is_written(self, tmp_path: Path) -> None:
+        """An answer not in UTF-8 is written as `encode_block` writes it, escapes kept."""
         path = tmp_path / "r.policy"
         records = [
             (received(1), "DUNNO", "R", NOW),
@@ -181,7 +182,7 @@ class TestMixedTurns:
         )
 
     def test_times_before_1970_are_written_from_the_daemon(self, tmp_path: Path) -> None:
-        """The frame carries times from 1970 on; earlier ones take the daemon's path."""
+        """The loop takes times from 1970 on; earlier ones are made one at a time."""
         path = tmp_path / "r.policy"
         records = [(received(n), "DUNNO", "R", now) for n, now in enumerate([NOW, -1.5, NOW])]
         record_turn(path, records)
