@@ -500,7 +500,7 @@ class _Encoder:
         self._redactor: Redactor | None = None
 
     def copy(self, wire: bytes, answer: str, rule: str, now: float) -> bytes:
-        """The block of copyable lines, made here (`Recorder._run`)."""
+        """The block of copyable lines, one record alone (`Recorder._encode_each`)."""
         copied = self.copied
         if copied is None:  # `add` queues no lines alone while redacting: never copy them
             msg = "received lines to copy under redaction"

@@ -188,15 +188,13 @@ _DIGITS: Final = tuple(b"%03d" % n for n in range(1000))
 
 
 class CopiedBlocks:
-    """Builds `copy_block`'s bytes on the answer path, for the thread that answers.
+    """Builds `copy_block`'s bytes from received lines known copyable, from caches.
 
-    The same bytes as `copy_block`, made cheaper because they are made once
-    per answered request on the thread that answers (`Recorder.add`): what
-    Postfix sends is known `copyable` from a few memchr calls instead of a
-    look-up per attribute name; the date and time of day are formatted once a
-    second; the comment lines once per answer of each rule (most rules always
-    answer the same). Where this cannot build the block it returns None, and
-    `Recorder` formats the record with `encode_block`, errors included.
+    The same bytes as `copy_block`, made cheaper because they are made for
+    every record (`Recorder._encode`): the date and time of day are
+    formatted once a second, the comment lines once per answer of each rule
+    (most rules always answer the same). Which lines are copyable is the
+    caller's to know (`copyable`, or the memchr calls of `Recorder.add`).
     """
 
     __slots__ = ("_comments", "_second", "decisions")
@@ -207,19 +205,6 @@ class CopiedBlocks:
         # microseconds; one tuple, so the two always belong together.
         self._second = (0.0, _time_prefix(0))
         self._comments: dict[str, tuple[str, bytes]] = {}
-
-    def block(self, request: PolicyRequest, answer: str, rule: str, now: float) -> bytes | None:
-        """The request's block, or None to leave it to `encode_block`."""
-        wire = request.wire
-        # NUL, CR, '#', space, tab: what `copyable` looks for. With none of
-        # them (what Postfix sends) no name can be wrong either. `int in bytes`
-        # is one memchr: no argument parsing, no exception raised and cleared.
-        if not wire or (
-            (0 in wire or 13 in wire or 35 in wire or 32 in wire or 9 in wire)
-            and not copyable(request)
-        ):
-            return None
-        return self.of(wire, answer, rule, now)
 
     def of(self, wire: bytes, answer: str, rule: str, now: float) -> bytes | None:
         """The block of lines known `copyable`; None when the time needs `format_time`."""
@@ -260,9 +245,9 @@ class CopiedBlocks:
         for wire, answer, rule, now in zip(wires, answers, rules, times, strict=True):
             if not 0.0 <= now - start < 1.0:  # another second (or NaN)
                 moved = self._move(now)
-                if moved is None:
-                    format_time(now)  # raises: the record has no time to write
-                    raise ValueError(now)
+                if moved is None:  # NaN, infinite, beyond datetime: the caller checks
+                    msg = f"no time to write for {now!r}"
+                    raise ValueError(msg)
                 start, prefix = moved
             micro = round((now - start) * 1_000_000)
             known = comments.get(rule)

@@ -137,6 +137,8 @@ class TestMixedTurns:
             received(1, ccert_subject="CN=mail example"),  # blank in a value: still copied
             received(2, helo_name="#not-a-comment"),
             received(3, **{"#name": "x"}),  # a name read back as a comment: left out
+            decoded(b"client_port=31\n spaced=1"),  # a name with blanks: left out
+            decoded(b"client_port=32\nname =1"),
             decoded(b"client_port=4\nhelo_name=cr\r\r\nsender=a@b"),  # a CR the reader keeps
             decoded(b"client_port=5\nhelo_name=nul\0"),
             request(6),  # not from a peer: no received lines
