@@ -50,8 +50,8 @@ BLOCK_END: Final = b"\n\n"
 # and unmapped on every read, 0.2 page faults and about 1 µs of system time
 # per record (measured); a batch takes two or three reads instead.
 READ_BYTES: Final = 64 * 1024
-# Between reads the pipe gathers the next batch: at 16,000 requests/s about
-# 110 KB, one read and one write(2) for two of the daemon's pushes.
+# Between batches the pipe gathers the next one: at 16,000 requests/s about
+# 110 KB, two of the daemon's pushes, taken in two reads and two write(2)s.
 BATCH_INTERVAL: Final = 0.01
 FAILURE_LOG_PERIOD: Final = 60.0
 _TAIL: Final = 256 * 1024  # more than one request can be (protocol.Limits.max_request)
