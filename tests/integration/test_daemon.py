@@ -177,7 +177,13 @@ class TestSignals:
             assert echo_reply("fresh", "g@x") == ask(sock, request("g@x"))
 
     def test_reloads_in_quick_succession_end_with_the_latest_file(self, tmp_path: Path) -> None:
-        """Two SIGHUPs back to back never overlap, and the file's last state wins."""
+        """Two SIGHUPs back to back never overlap, and the file's last state wins.
+
+        The kernel keeps one pending SIGHUP, not two: a second one that
+        arrives before the first is handled makes a single reload, which
+        then reads the latest file. So one reload or two, never more, and
+        the daemon ends up answering from the third file.
+        """
         port = free_port()
         config = write_config(tmp_path, port, level="info")
         with Daemon(config) as daemon:
@@ -186,8 +192,12 @@ class TestSignals:
             daemon.signal(signal.SIGHUP)
             write_config(tmp_path, port, word="third", level="info")
             daemon.signal(signal.SIGHUP)
-            daemon.wait_for_log('"event":"config_reloaded"', count=2)
-            assert echo_reply("third", "h@x") == ask(sock, request("h@x"))
+            want = echo_reply("third", "h@x")
+            deadline = time.monotonic() + 20.0
+            while (got := ask(sock, request("h@x"))) != want and time.monotonic() < deadline:
+                time.sleep(0.02)
+            reloads = daemon.log().count('"event":"config_reloaded"')
+            assert (want, True) == (got, reloads in (1, 2))
 
     def test_sigterm_answers_requests_in_flight_and_exits_zero(self, tmp_path: Path) -> None:
         """Requests sent just before SIGTERM (one still half-sent) are all answered; exit 0."""
