@@ -33,7 +33,6 @@ import structlog
 from postgate.record_format import (
     CopiedBlocks,
     Redactor,
-    copy_wire,
     encode_block,
     format_block,
     format_time,
@@ -98,7 +97,6 @@ class Recorder:
         self._room = _STRIDE * self._max_pending  # how long _out may grow
         self._backlog: list[bytes] = []  # earlier pushes' stream, behind what is stuck
         self._backlog_records = 0
-        self._waiting = 0  # records in the backlog and stuck: they count to max_pending
         self._stuck = b""  # stream bytes the pipe has not taken yet, from _sent on
         self._sent = 0
         self._stuck_records = 0
@@ -111,7 +109,7 @@ class Recorder:
         self._closing = False
         self._asked = 0  # the last ack asked for
         self._full = 0  # refused by add: written on the answering thread only
-        self._failed = 0  # could not be made into a block (answering thread)
+        self._failed = 0  # could not be made into a block (pushing thread)
         self._lost = 0  # in the pipe when a writer died (pushing thread)
         self._before = (0, 0)  # written and lost by writers that have ended
         self._drops = _Report(clock, "record_dropped", "dropped")
@@ -363,9 +361,9 @@ class Recorder:
         self._count_waiting()
 
     def _count_waiting(self) -> None:
-        """Records in the backlog and stuck count to ``max_pending``: `add`'s room."""
-        self._waiting = self._backlog_records + self._stuck_records
-        self._room = _STRIDE * max(0, self._max_pending - self._waiting)
+        """Records in the backlog and stuck count to ``max_pending``: the rest is `add`'s room."""
+        waiting = self._backlog_records + self._stuck_records
+        self._room = _STRIDE * max(0, self._max_pending - waiting)
 
     def _start(self) -> WriterProcess | None:
         """A writer process for the current settings; None while starting is failing."""
@@ -505,10 +503,7 @@ class _Encoder:
         if copied is None:  # `add` queues no lines alone while redacting: never copy them
             msg = "received lines to copy under redaction"
             raise ValueError(msg)
-        block = copied.of(wire, answer, rule, now)
-        if block is None:  # a time that rounds up into the next second, or none at all
-            block = copy_wire(wire, answer, rule, now, decisions=self.settings.decisions)
-        return block
+        return copied.block(wire, answer, rule, now)
 
     def format(
         self, request: PolicyRequest, answer: str, rule: str, now: float, action: Action | None

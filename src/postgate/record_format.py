@@ -224,6 +224,14 @@ class CopiedBlocks:
         high, low = _DIGITS[micro // 1000], _DIGITS[micro % 1000]
         return b"".join((prefix, high, low, b"Z\n", known[1], wire, b"\n\n"))
 
+    def block(self, wire: bytes, answer: str, rule: str, now: float) -> bytes:
+        """`of`, or `copy_wire` for a time `of` leaves to `format_time` (which raises
+        for a time it cannot write)."""
+        block = self.of(wire, answer, rule, now)
+        if block is None:  # rounds up into the next second, or no time at all
+            block = copy_wire(wire, answer, rule, now, decisions=self.decisions)
+        return block
+
     def extend(
         self,
         parts: list[bytes],
@@ -252,10 +260,7 @@ class CopiedBlocks:
             micro = round((now - start) * 1_000_000)
             known = comments.get(rule)
             if micro == 1_000_000 or known is None or known[0] != answer:
-                block = self.of(wire, answer, rule, now)
-                if block is None:  # rounds up into the next second: format_time's way
-                    block = copy_wire(wire, answer, rule, now, decisions=self.decisions)
-                parts.append(block)
+                parts.append(self.block(wire, answer, rule, now))
                 continue
             add((prefix, digits[micro // 1000], digits[micro % 1000], b"Z\n", known[1], wire, _END))
 
