@@ -12,7 +12,7 @@ Output in --out (default bench/out): results.json, results.md, throughput.png,
 logs/ (each server's output, postgate's decision log included).
 With --publish the table, checks and plot also go into docs/performance.md.
 
-Run: .venv/bin/python bench/driver.py            (about 4 minutes)
+Run: .venv/bin/python bench/driver.py            (about 12 minutes)
      .venv/bin/python bench/driver.py --quick    (about 1 minute, for trying)
 """
 
@@ -227,30 +227,37 @@ def endpoint(settings: Settings, name: str) -> Endpoint:
 
 
 def measure_paired(
-    settings: Settings, loadgen: Path, requests: Path, corpus_dir: Path, venv: Path
-) -> list[Level]:
-    """Recording off and on in one daemon, alternating windows at 50 connections (`paired`)."""
+    settings: Settings, loadgen: Path, requests: Path, corpus_dir: Path, venv: Path, *, quick: bool
+) -> paired.Paired:
+    """Recording switched off and on in one daemon, every half second (`paired`)."""
     config = corpus_dir / "postgate-paired.toml"
     text = recording_config(corpus_dir).read_text(encoding="utf-8")
+    # Every record of the run stays on disk to be counted: 20 files of 64 MiB.
     config.write_text(
-        text.replace("recording/requests.policy", "recording/paired.policy").replace(
-            "enabled = true", "enabled = false"
-        ),
+        text.replace("recording/requests.policy", "recording/paired/paired.policy")
+        .replace("enabled = true", "enabled = false")
+        .replace("keep = 2", "keep = 20"),
         encoding="utf-8",
     )
-    plan = Plan(
-        connections=report.HEADLINE_CONNECTIONS,
-        warmup=settings.warmup,
-        duration=max(3.0, settings.duration / 2),
-    )
+    recording = corpus_dir / "recording" / "paired" / "paired.policy"
+    shutil.rmtree(recording.parent, ignore_errors=True)
 
     def start() -> AbstractContextManager[Running]:
         server = Postgate(config, name="postgate-paired", venv=venv)
         return running(server, endpoint(settings, server.name), settings.out)
 
-    print("recording off and on in one daemon, alternating windows:", flush=True)
-    recording = corpus_dir / "recording" / "paired.policy"
-    return paired.measure(start, recording, loadgen, requests, plan, print_level)
+    phases = paired.QUICK_PHASES if quick else paired.PHASES
+    print(
+        f"recording off and on in one daemon, switched every {paired.TICK} s for {phases} phases:",
+        flush=True,
+    )
+    try:
+        connections = report.HEADLINE_CONNECTIONS
+        return paired.measure(
+            start, recording, loadgen, requests, connections, print_level, phases=phases
+        )
+    finally:
+        shutil.rmtree(recording.parent, ignore_errors=True)
 
 
 def measure_server(
@@ -345,10 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             skipped[name] = f"failed: {exc}"
             print(f"  {name} failed: {exc}", flush=True)
-    alternating: list[Level] = []
+    alternating: paired.Paired | None = None
     if {"postgate", "postgate-recording"} <= set(settings.servers) - set(skipped):
         venv = args.venv.resolve()
-        alternating = measure_paired(settings, loadgen, requests, corpus_dir, venv)
+        alternating = measure_paired(
+            settings, loadgen, requests, corpus_dir, venv, quick=args.quick
+        )
+    switched = [alternating.level] if alternating is not None else []
     meta |= {
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "loadavg_at_end": machine.loadavg(),
@@ -359,11 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         "slow_warmup_s": settings.slow_warmup,
         "slow_duration_s": settings.slow_duration,
     }
-    found = report.checks([*levels, *alternating], paired.summarise(alternating))
+    found = report.checks([*levels, *switched], alternating)
     results = {
         "meta": meta,
         "levels": [asdict(lv) for lv in levels],
-        "paired": [asdict(lv) for lv in alternating],
+        "paired": paired.as_json(alternating) if alternating is not None else None,
         "checks": [asdict(c) for c in found],
         "skipped": skipped,
     }
@@ -377,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + markdown)
     if args.publish:
         publish(markdown, plot)
-    correct = all(lv.correct for lv in levels + alternating) and not skipped
+    correct = all(lv.correct for lv in levels + switched) and not skipped
     checks_pass = all(c.passed is not False for c in found)
     return 0 if correct and (checks_pass or not args.strict) else 1
 

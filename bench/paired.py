@@ -1,27 +1,36 @@
-"""Recording's cost (issue 5): one daemon, recording switched between windows.
+"""Recording's cost (issue 5): one daemon, recording switched every half second.
 
-Two daemons side by side, one recording and one not, cannot settle a 10 %
-claim on this two-core VM: two *identical* plain daemons, alternated the
-same way for 8 windows each, differed by up to 13 % (docs/performance.md),
-and which one was faster changed from run to run. So the same daemon
-answers both sides: started with ``[record]`` configured but off, it gets
-SIGUSR1 (the admin's own switch) before each change of side, and the load
-generator alternates windows in ABBA order (off, on, on, off, ...), so that
-a slow minute of the machine falls on both sides alike. Each window checks
-that recording was what it claims: the recording grew during an "on"
-window and did not during an "off" one; a window that fails this stops the
-run. The share is the "on" windows' requests per second over the "off"
-windows', each summed over all its windows.
+Two daemons side by side cannot settle a 10 % claim on this two-core VM:
+two *identical* plain daemons, alternated for 8 windows each, differed by
+up to 13 % (docs/performance.md). One daemon switched between windows of
+3 s (the method until 2026-11-29) did better, but single pairs of windows
+still ranged from 64 % to 151 %: the machine's speed moves by tens of
+percent from one second to the next, so 24 rounds left the share
+uncertain by about ±4 %.
+
+So the switching goes inside one run of the load generator, faster than
+the machine drifts. The daemon starts with ``[record]`` configured but
+off; the load generator prints its reply count every `TICK` seconds; at
+each tick this driver sends SIGUSR1 (the admin's own switch) whenever the
+next phase's side differs, in ABBA order (off, on, on, off, ...), so each
+block of four phases cancels a linear drift. The share is the "on" phases'
+replies over the "off" phases', and a bootstrap over the blocks gives its
+95 % interval.
+
+Checks that recording was what it claims: the records added to the file
+during the run equal the replies of the "on" phases (within
+`RECORD_TOLERANCE`: a switch lands a few milliseconds after its tick), so
+an "on" phase recorded everything and an "off" phase nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import random
 import signal
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from measure import Level, Plan, run_level
 
@@ -32,22 +41,69 @@ if TYPE_CHECKING:
 
     from servers import Running
 
-OFF, ON = "paired-off", "paired-on"
-ROUNDS = 24  # each round is an off and an on window; ABBA order over two rounds
-SETTLE = 0.5  # seconds after a switch: records of the last window are written by then
+NAME = "paired"
+TICK = 0.5  # seconds per phase
+PHASES = 480  # 240 s of load; a multiple of 4, so the run ends on an "off" phase
+QUICK_PHASES = 40  # --quick: 20 s, for trying the harness, not for the figure
+WARMUP = 2.0  # seconds of load off, then on, before the measured run: the writer starts
+SETTLE = 1.0  # seconds for the last records to reach the file
+RECORD_TOLERANCE = 0.02
+BOOTSTRAP = 2000
+BLOCK_END = b"\n\n"
+
+
+def side(phase: int) -> bool:
+    """Whether recording is on in ``phase``: ABBA, off first."""
+    return phase % 4 in (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
 class Paired:
-    """The summed windows of each side, and the share of each round."""
+    """Replies per phase on each side, the share, and how the recording checked out."""
 
-    off_rps: float
-    on_rps: float
-    rounds: tuple[float, ...]
+    off: tuple[int, ...]
+    on: tuple[int, ...]
+    tick: float
+    low: float  # 95 % bootstrap interval of the share
+    high: float
+    recorded: int  # records the run added to the file
+    level: Level
+
+    @property
+    def off_rps(self) -> float:
+        return sum(self.off) / (len(self.off) * self.tick) if self.off else 0.0
+
+    @property
+    def on_rps(self) -> float:
+        return sum(self.on) / (len(self.on) * self.tick) if self.on else 0.0
 
     @property
     def share(self) -> float:
         return self.on_rps / self.off_rps if self.off_rps else 0.0
+
+
+class _Switch:
+    """Called at each progress tick: counts the phase that ended, switches for the next."""
+
+    def __init__(self, pid: int, phases: int) -> None:
+        self.pid = pid
+        self.planned = phases
+        self.on = False
+        self.ticks: list[int] = []
+        self.phases: list[tuple[bool, int]] = []
+
+    def __call__(self, replies: int) -> None:
+        # Ticks of the warm-up are not wanted: they come before the first
+        # measured one, which `run_level` cannot tell, so the plan has none.
+        if self.ticks and len(self.phases) < self.planned:
+            self.phases.append((self.on, replies - self.ticks[-1]))
+        self.ticks.append(replies)
+        self.set(len(self.phases) < self.planned and side(len(self.phases)))
+
+    def set(self, on: bool) -> None:
+        if on != self.on:
+            os.kill(self.pid, signal.SIGUSR1)
+            self.on = on
 
 
 def measure(
@@ -55,57 +111,86 @@ def measure(
     recording: Path,
     loadgen: Path,
     corpus: Path,
-    plan: Plan,
+    connections: int,
     show: Callable[[Level], None],
-) -> list[Level]:
-    """Alternate ``plan`` between recording off and on in the daemon ``start()`` serves.
+    *,
+    phases: int = PHASES,
+) -> Paired:
+    """Switch recording in the daemon ``start()`` serves, ``phases`` phases of one run.
 
     ``recording`` is the file the daemon's ``[record]`` writes (rotated
-    files beside it); the daemon starts with recording off.
+    files beside it, enough of them kept for the whole run); the daemon
+    starts with recording off.
     """
-    levels: list[Level] = []
+    warm = Plan(connections=connections, warmup=0.0, duration=WARMUP)
+    # One tick more than there are phases: the first tick opens the first phase.
+    plan = Plan(connections=connections, warmup=0.0, duration=(phases + 1.5) * TICK, progress=TICK)
     with start() as live:
-        sides = {on: dataclasses.replace(live, name=ON if on else OFF) for on in (False, True)}
-        state = False
-        for index in range(ROUNDS):
-            for on in (False, True) if index % 2 == 0 else (True, False):
-                if on != state:
-                    os.kill(live.pid, signal.SIGUSR1)
-                    state = on
-                    time.sleep(SETTLE)  # the last records of an "on" window reach the file
-                before = _written(recording)
-                level = run_level(loadgen, corpus, sides[on], plan)
-                if (_written(recording) != before) != on:
-                    side = "on" if on else "off"
-                    raise RuntimeError(f"recording was not {side} in window {index} as it should")
-                levels.append(level)
-                show(level)
-    return levels
+        switch = _Switch(live.pid, phases)
+        # Answers first: once the daemon answers, its reactor runs its SIGUSR1 handler.
+        run_level(loadgen, corpus, live, warm)
+        switch.set(True)
+        run_level(loadgen, corpus, live, warm)
+        switch.set(False)
+        time.sleep(SETTLE)
+        before = records(recording)
+        level = run_level(loadgen, corpus, replace(live, name=NAME), plan, switch)
+        switch.set(False)
+        time.sleep(SETTLE)
+        recorded = records(recording) - before
+    show(level)
+    if len(switch.phases) < phases:
+        raise RuntimeError(f"the load generator ticked {len(switch.ticks)} times, not {phases + 1}")
+    on = tuple(n for was_on, n in switch.phases if was_on)
+    off = tuple(n for was_on, n in switch.phases if not was_on)
+    expected = sum(on)
+    if abs(recorded - expected) > RECORD_TOLERANCE * expected:
+        raise RuntimeError(
+            f"recording wrote {recorded} records while the 'on' phases had {expected} replies"
+        )
+    low, high = interval(switch.phases)
+    return Paired(off, on, TICK, low, high, recorded, level)
 
 
-def _written(recording: Path) -> tuple[tuple[str, int, int], ...]:
-    """Name, size and modification time of each file of the recording: changes as it grows."""
-    files = sorted(recording.parent.glob(recording.name + "*"))
-    found = []
-    for file in files:
+def interval(phases: Sequence[tuple[bool, int]]) -> tuple[float, float]:
+    """95 % bootstrap interval of the share, resampling ABBA blocks of four phases."""
+    blocks = []
+    for first in range(0, len(phases) - 3, 4):
+        block = phases[first : first + 4]
+        blocks.append((sum(n for on, n in block if on), sum(n for on, n in block if not on)))
+    draw = random.Random(5)  # the same interval for the same phases
+    shares = []
+    for _ in range(BOOTSTRAP):
+        sample = draw.choices(blocks, k=len(blocks))
+        off = sum(b[1] for b in sample)
+        shares.append(sum(b[0] for b in sample) / off if off else 0.0)
+    shares.sort()
+    return shares[int(0.025 * BOOTSTRAP)], shares[int(0.975 * BOOTSTRAP) - 1]
+
+
+def records(recording: Path) -> int:
+    """Blocks in the recording and its rotated files (each ends with a blank line)."""
+    total = 0
+    for file in recording.parent.glob(recording.name + "*"):
+        if file.name.endswith((".key", ".cut")):
+            continue
         try:
-            stat = file.stat()
+            total += file.read_bytes().count(BLOCK_END)  # 64 MiB at most (max_bytes)
         except FileNotFoundError:  # rotated away meanwhile
             continue
-        found.append((file.name, stat.st_size, stat.st_mtime_ns))
-    return tuple(found)
+    return total
 
 
-def summarise(levels: Sequence[Level]) -> Paired | None:
-    """Requests per second of window on each side; None unless both sides ran."""
-    off = [lv for lv in levels if lv.server == OFF]
-    on = [lv for lv in levels if lv.server == ON]
-    if not off or not on or len(off) != len(on):
-        return None
-    rounds = tuple(b.rps / a.rps if a.rps else 0.0 for a, b in zip(off, on, strict=True))
-    return Paired(_rate(off), _rate(on), rounds)
-
-
-def _rate(levels: Sequence[Level]) -> float:
-    window = sum(lv.window_s for lv in levels)
-    return sum(lv.requests for lv in levels) / window if window else 0.0
+def as_json(result: Paired) -> dict[str, Any]:
+    """What results.json keeps: the phases, the share and its interval, the whole run."""
+    return {
+        "tick_s": result.tick,
+        "off_replies": list(result.off),
+        "on_replies": list(result.on),
+        "off_rps": result.off_rps,
+        "on_rps": result.on_rps,
+        "share": result.share,
+        "interval_95": [result.low, result.high],
+        "recorded": result.recorded,
+        "level": asdict(result.level),
+    }

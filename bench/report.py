@@ -123,14 +123,15 @@ def checks(levels: Sequence[Level], alternating: Paired | None = None) -> list[C
         )
     claim = "recording on: throughput within 10 % of recording off (issue 5, 50 connections)"
     if alternating is not None:
-        low, high = min(alternating.rounds), max(alternating.rounds)
         found.append(
             Check(
                 claim,
-                f"{alternating.share:.0%} ({_rps(alternating.on_rps)} vs "
-                f"{_rps(alternating.off_rps)} req/s, one daemon switched by SIGUSR1, "
-                f"{len(alternating.rounds)} alternating windows each; single pairs "
-                f"{low:.0%}-{high:.0%})",
+                f"{alternating.share:.1%}, 95 % interval {alternating.low:.1%}-"
+                f"{alternating.high:.1%} ({_rps(alternating.on_rps)} vs "
+                f"{_rps(alternating.off_rps)} req/s; one daemon switched by SIGUSR1 every "
+                f"{alternating.tick:g} s, {len(alternating.on) + len(alternating.off)} "
+                f"phases; {alternating.recorded:,} records written for "
+                f"{sum(alternating.on):,} replies while on)",
                 alternating.share >= RECORDING_MIN_SHARE,
             )
         )
