@@ -4,7 +4,7 @@ Two daemons side by side cannot settle a 10 % claim on this two-core VM:
 two *identical* plain daemons, alternated for 8 windows each, differed by
 up to 13 % (docs/performance.md). One daemon switched between windows of
 3 s (the method until 2026-11-29) did better, but single pairs of windows
-still ranged from 64 % to 151 %: the machine's speed moves by tens of
+still ranged from 63 % to 127 %: the machine's speed moves by tens of
 percent from one second to the next, so 24 rounds left the share
 uncertain by about ±4 %.
 
