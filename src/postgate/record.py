@@ -474,8 +474,10 @@ class Recorder:
         self._drops.report(self.dropped, force=True)
 
 
-# What `add` queues per record: the request, the answer sent, the rule, the
-# time, the action (`Recorder._out`).
+# What `add` queues per record (`Recorder._out`): the received lines (None
+# when not copied), the answer sent, the rule, the time, and the request with
+# its action (None when copied). A command or a reload's settings take the
+# last place, with None in the other four.
 _STRIDE: Final = 5
 # The first second `format_time` cannot write (the year 10000).
 _LAST_TIME: Final = 253402300800.0

@@ -73,15 +73,15 @@ class TestTimeLine:
         ]
         assert expected == lines
 
-    def test_microseconds_rounding_up_to_the_next_second_are_left_to_the_writer(self) -> None:
-        """x.9999996 becomes second x+1: the block is left to format_block, which says so."""
+    def test_microseconds_rounding_up_to_the_next_second_are_left_to_copy_wire(self) -> None:
+        """x.9999996 becomes second x+1: `of` leaves the block to `copy_wire`, via format_time."""
         now = 1772366399.9999996
         assert (None, "2026-03-01T12:00:00.000000Z") == (
             CopiedBlocks().of(received().wire, "DUNNO", "R", now),
             format_time(now),
         )
 
-    def test_time_no_calendar_can_show_is_left_to_the_writer(self) -> None:
+    def test_time_no_calendar_can_show_is_left_to_the_caller(self) -> None:
         """NaN, infinity and years beyond 9999 build no block, and raise nothing here."""
         blocks = CopiedBlocks()
         built = [
