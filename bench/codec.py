@@ -15,7 +15,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from postgate.protocol import Decoder, encode, encode_request
+from postgate.wire.codec import Decoder, encode, encode_request
 
 if TYPE_CHECKING:
     from collections.abc import Callable

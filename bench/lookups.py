@@ -24,11 +24,11 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from postgate.corpus import read_policy_file
-from postgate.problems import Problems
-from postgate.protocol import PolicyRequest
+from postgate.config.problems import Problems
 from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.patterns import MAX_SUBJECT, compile_pattern
+from postgate.wire.codec import PolicyRequest
+from postgate.wire.policy_files import read_policy_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -1,5 +1,5 @@
 """``python -m postgate`` runs the command line."""
 
-from postgate.cli import main
+from postgate.commands.cli import main
 
 raise SystemExit(main())

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
 
-from postgate.protocol import encode_request
+from postgate.wire.codec import encode_request
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.protocol import encode_request
+from postgate.wire.codec import encode_request
 from tests.integration.daemon import Daemon, ask, connect, drive, free_port
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from postgate.replies import NAMED, Verb
+from postgate.replies.actions import NAMED, Verb
 from tests.integration.postfix import PrivatePostfix, log_checked, wait_until
 from tests.integration.postfix_config import LATER_REJECT_LOCALPART
 from tests.integration.postfix_table import Row, code, render, stale_hint, sync

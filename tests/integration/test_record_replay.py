@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from postgate import admin
-from postgate.corpus import Case, read_policy_file
-from postgate.protocol import PolicyRequest, encode, encode_request
-from postgate.replay import Engine, check, evaluate, has_expectation, load_engine
+from postgate.commands import rule_tests as admin
+from postgate.commands.replay import Engine, check, evaluate, has_expectation, load_engine
+from postgate.wire.codec import PolicyRequest, encode, encode_request
+from postgate.wire.policy_files import Case, read_policy_file
 from tests.integration.daemon import Daemon, ask, connect, drive, free_port
 
 if TYPE_CHECKING:

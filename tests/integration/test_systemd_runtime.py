@@ -30,8 +30,8 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
-from postgate.corpus import read_policy_file
-from postgate.systemd import InheritedUnixEndpoint
+from postgate.daemon.systemd import InheritedUnixEndpoint
+from postgate.wire.policy_files import read_policy_file
 from tests.integration.daemon import ask, connect
 from tests.integration.needs import need
 from tests.integration.test_systemd_units import SERVICE, UNIT_DIR

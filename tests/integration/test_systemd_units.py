@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from postgate.config import load_config
+from postgate.config.load import load_config
 from tests.integration.needs import need
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_DIR = REPO / "systemd"
-SERVICE = "postgate.service"
+SERVICE = "postgate.daemon.service"
 SOCKETS = ("postgate.socket", "postgate-unix.socket")
 UNITS = (SERVICE, *SOCKETS)
 INSTALL_DOC = REPO / "docs" / "install.md"

@@ -11,16 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from postgate.problems import Problems
-from postgate.protocol import PolicyRequest
+from postgate.config.problems import Problems
 from postgate.rules import Ruleset, compile_ruleset
-from postgate.rules.engine import DEFAULT_RULE, Group, Rule
+from postgate.rules.model import DEFAULT_RULE, Group, Rule
 from postgate.rules.program import walk
+from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from postgate.rules.engine import Decision, Node
+    from postgate.rules.model import Decision, Node
 
 ROOT = Path(__file__).parents[2]
 REFERENCE = ROOT / "conf" / "examples" / "reference.toml"

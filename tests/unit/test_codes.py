@@ -9,9 +9,9 @@ import io
 
 import pytest
 
-from postgate import registry
-from postgate.codes import USAGE, main
-from postgate.replies import NAMED
+from postgate.commands.codes import USAGE, main
+from postgate.replies import registry
+from postgate.replies.actions import NAMED
 
 
 def run(*argv: str) -> tuple[int, str]:

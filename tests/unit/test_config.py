@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from postgate.cli import main
-from postgate.config import DEFAULT_LISTEN, load_config
-from postgate.problems import ConfigError
-from postgate.replay import EX_CONFIG
+from postgate.commands.cli import main
+from postgate.commands.replay import EX_CONFIG
+from postgate.config.load import DEFAULT_LISTEN, load_config
+from postgate.config.problems import ConfigError
 
 
 def run_check(path: Path) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.corpus import (
+from postgate.wire.policy_files import (
     RECORDING_HEADER,
     CorpusError,
     parse_policy_text,

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import structlog
 
-from postgate import logs
+from postgate.daemon import logs
 
 NOT_DRY = False
 RAW = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from postgate.protocol import (
+from postgate.wire.codec import (
     REQUEST_NAME,
     Decoder,
     EncodeError,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from postgate.protocol import (
+from postgate.wire.codec import (
     REQUEST_NAME,
     Decoder,
     EncodeError,

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from postgate import admin
+from postgate.commands import rule_tests as admin
 from tests.unit.test_replay import BAD, GOOD, RULES, block
 
 if TYPE_CHECKING:

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from postgate.corpus import RECORDING_HEADER, parse_policy_text, read_policy_file
-from postgate.problems import Problems
-from postgate.protocol import Decoder, PolicyRequest, encode_request
-from postgate.record import (
+from postgate.config.problems import Problems
+from postgate.record.blocks import encode_block
+from postgate.record.recorder import (
     Recorder,
     RecordSettings,
     Redactor,
@@ -29,8 +28,9 @@ from postgate.record import (
     parse_record_settings,
     trim_cut_tail,
 )
-from postgate.record_format import encode_block
-from postgate.replies import parse_action
+from postgate.replies.actions import parse_action
+from postgate.wire.codec import Decoder, PolicyRequest, encode_request
+from postgate.wire.policy_files import RECORDING_HEADER, parse_policy_text, read_policy_file
 
 NOW = 1772366400.25  # 2026-03-01T12:00:00.25Z
 
@@ -485,8 +485,8 @@ def _drain_fifo(fifo: Path, recorder: Recorder) -> bytes:
 CRASHER = """
 import os, signal, sys, time
 from pathlib import Path
-from postgate.protocol import PolicyRequest
-from postgate.record import Recorder, RecordSettings
+from postgate.wire.codec import PolicyRequest
+from postgate.record.recorder import Recorder, RecordSettings
 
 path, count = Path(sys.argv[1]), int(sys.argv[2])
 recorder = Recorder(RecordSettings(path=path, enabled=True, max_pending=1_000_000))

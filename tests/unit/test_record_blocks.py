@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from structlog.testing import capture_logs
 
-from postgate.corpus import parse_policy_text, read_policy_file
-from postgate.protocol import Decoder, PolicyRequest, encode_request
-from postgate.record import Recorder, RecordSettings
-from postgate.record_format import CopiedBlocks, copy_block, format_time
+from postgate.record.blocks import CopiedBlocks, copy_block, format_time
+from postgate.record.recorder import Recorder, RecordSettings
+from postgate.wire.codec import Decoder, PolicyRequest, encode_request
+from postgate.wire.policy_files import parse_policy_text, read_policy_file
 from tests.unit.test_record import NOW, request
 
 if TYPE_CHECKING:

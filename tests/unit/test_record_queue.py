@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from structlog.testing import capture_logs
 
-from postgate.corpus import RECORDING_HEADER
-from postgate.protocol import Decoder, PolicyRequest
-from postgate.record import Recorder
-from postgate.record_format import Redactor, encode_block, key_path, load_key
+from postgate.record.blocks import Redactor, encode_block, key_path, load_key
+from postgate.record.recorder import Recorder
+from postgate.wire.codec import Decoder, PolicyRequest
+from postgate.wire.policy_files import RECORDING_HEADER
 from tests.unit.test_record import NOW, request, settings
 from tests.unit.test_record_blocks import moments, received
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from postgate.corpus import RECORDING_HEADER, read_policy_file
-from postgate.record_format import format_block
-from postgate.record_writer import FAILURE_LOG_PERIOD, Status, Writer, trim_cut_tail
+from postgate.record.blocks import format_block
+from postgate.record.writer import FAILURE_LOG_PERIOD, Status, Writer, trim_cut_tail
+from postgate.wire.policy_files import RECORDING_HEADER, read_policy_file
 from tests.unit.test_record import NOW, ports, request
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ HEADER = RECORDING_HEADER.encode()
 
 
 def command(**order: Any) -> bytes:
-    """A command as the daemon frames it (`postgate.record`): NUL, JSON, newline."""
+    """A command as the daemon frames it (`postgate.record.recorder`): NUL, JSON, newline."""
     return b"\0" + json.dumps(order).encode() + b"\n"
 
 
@@ -400,11 +400,11 @@ def read_reports(fd: int, until: str, deadline: float) -> list[dict[str, Any]]:
 
 class TestProcess:
     def test_writer_process_acks_and_leaves_a_replayable_file(self, tmp_path: Path) -> None:
-        """`python -m postgate.record_writer FD`: acks on FD, exits 0 at end of input."""
+        """`python -m postgate.record.writer FD`: acks on FD, exits 0 at end of input."""
         path = tmp_path / "r.policy"
         read_end, write_end = os.pipe()
         process = subprocess.Popen(
-            [sys.executable, "-m", "postgate.record_writer", str(write_end)],
+            [sys.executable, "-m", "postgate.record.writer", str(write_end)],
             stdin=subprocess.PIPE,
             pass_fds=(write_end,),
         )

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate import admin
-from postgate.corpus import Case, parse_policy_text
-from postgate.replay import (
+from postgate.commands import rule_tests as admin
+from postgate.commands.replay import (
     Engine,
     LoadError,
     check,
@@ -27,13 +26,14 @@ from postgate.replay import (
     replay,
     summarize,
 )
-from postgate.replies import DUNNO, parse_action
+from postgate.replies.actions import DUNNO, parse_action
+from postgate.wire.policy_files import Case, parse_policy_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from postgate.protocol import PolicyRequest
     from postgate.rules import Decision
+    from postgate.wire.codec import PolicyRequest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "conf" / "examples"
 

@@ -14,9 +14,8 @@ import pytest
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from postgate import registry
-from postgate.protocol import PolicyRequest, encode
-from postgate.replies import (
+from postgate.replies import registry
+from postgate.replies.actions import (
     DUNNO,
     MAX_TEXT,
     NAMED,
@@ -32,6 +31,7 @@ from postgate.replies import (
     smtp_reply,
     validate_reply_line,
 )
+from postgate.wire.codec import PolicyRequest, encode
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "replies.md"
 LONGEST_ADDRESS = "a" * 64 + "@" + "d" * 189  # 254 octets: a 256-octet path with <>

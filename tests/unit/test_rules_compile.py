@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.protocol import PolicyRequest
+from postgate.wire.codec import PolicyRequest
 from tests.unit.rules_support import (
     compile_problems,
     compile_toml,

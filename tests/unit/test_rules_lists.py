@@ -12,7 +12,7 @@ from tests.unit.rules_support import compile_problems, rule_of
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from postgate.problems import Problems
+    from postgate.config.problems import Problems
     from postgate.rules import Ruleset
 
 

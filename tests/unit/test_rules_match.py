@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.protocol import PolicyRequest
+from postgate.wire.codec import PolicyRequest
 from tests.unit.rules_support import compile_toml, rule_of
 
 if TYPE_CHECKING:

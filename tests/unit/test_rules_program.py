@@ -10,12 +10,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postgate.corpus import read_policy_file
-from postgate.protocol import PolicyRequest
 from postgate.rules.attributes import DERIVED, KNOWN, NUMERIC
 from postgate.rules.facts import fold, split_address
 from postgate.rules.match import View
 from postgate.rules.program import _Writer
+from postgate.wire.codec import PolicyRequest
+from postgate.wire.policy_files import read_policy_file
 from tests.unit.rules_support import ROOT, compile_toml, reference_ruleset, rule_of
 
 RULESET = reference_ruleset()

@@ -9,7 +9,7 @@ import collections
 
 import pytest
 
-from postgate.corpus import Case, read_policy_file
+from postgate.wire.policy_files import Case, read_policy_file
 from tests.unit.rules_support import ROOT, reference_compiled, rule_ids, rule_of
 
 CASES = read_policy_file(ROOT / "conf" / "examples" / "test_reference.policy")

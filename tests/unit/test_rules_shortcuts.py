@@ -12,7 +12,7 @@ import pytest
 from tests.unit.rules_support import compile_problems, outcome
 
 if TYPE_CHECKING:
-    from postgate.problems import Problems
+    from postgate.config.problems import Problems
     from postgate.rules import Ruleset
 
 LISTS = """

@@ -11,10 +11,10 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from postgate.config import Config, DaemonConfig, _network_set
-from postgate.protocol import encode_request
-from postgate.replies import DUNNO, Action, parse_action
-from postgate.server import Answerer, PolicyFactory, PolicyProtocol
+from postgate.config.load import Config, DaemonConfig, _network_set
+from postgate.daemon.server import Answerer, PolicyFactory, PolicyProtocol
+from postgate.replies.actions import DUNNO, Action, parse_action
+from postgate.wire.codec import encode_request
 
 
 @dataclass(frozen=True)

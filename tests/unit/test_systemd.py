@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 
-from postgate.systemd import (
+from postgate.daemon.systemd import (
     MAX_STATUS,
     Notifier,
     listen_service,

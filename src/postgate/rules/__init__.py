@@ -6,6 +6,7 @@ list files are read only while compiling.
 """
 
 from postgate.rules.compile import compile_ruleset
-from postgate.rules.engine import DEFAULT_RULE, ON_ERROR_RULE, Decision, Ruleset
+from postgate.rules.engine import Ruleset
+from postgate.rules.model import DEFAULT_RULE, ON_ERROR_RULE, Decision
 
 __all__ = ["DEFAULT_RULE", "ON_ERROR_RULE", "Decision", "Ruleset", "compile_ruleset"]

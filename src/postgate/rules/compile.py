@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from postgate.replies import Action, ReplyError, named_reply, parse_action
+from postgate.replies.actions import Action, ReplyError, named_reply, parse_action
 from postgate.rules import match
 from postgate.rules.attributes import KNOWN, STATES
 from postgate.rules.conditions import Context, attribute_error, compile_condition
-from postgate.rules.engine import DEFAULT_RULE, Group, Node, Rule, Ruleset
+from postgate.rules.engine import Ruleset
 from postgate.rules.facts import fold
 from postgate.rules.lists import load_lists
+from postgate.rules.model import DEFAULT_RULE, Group, Node, Rule
 from postgate.rules.shortcuts import SHORTCUTS, Expansion, expand
 from postgate.rules.tables import check_keys, suggest
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-    from postgate.problems import Problems
+    from postgate.config.problems import Problems
     from postgate.rules.match import Condition
 
 RULE_KEYS: Final = ("id", "action", "reply", "state", "rules", "default", "default_reply")

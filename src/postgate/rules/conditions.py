@@ -23,7 +23,7 @@ from postgate.rules.tables import check_keys, suggest
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from postgate.problems import Problems
+    from postgate.config.problems import Problems
     from postgate.rules.match import Condition
 
 OPERATORS: Final = (

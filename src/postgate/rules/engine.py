@@ -15,63 +15,21 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from postgate.replies import DUNNO, Action
+from postgate.replies.actions import DUNNO
+from postgate.rules.model import DEFAULT_RULE, Decision, Rule
 from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from postgate.protocol import PolicyRequest
+    from postgate.replies.actions import Action
     from postgate.rules.lists import NamedList
     from postgate.rules.match import Condition
+    from postgate.rules.model import Node
     from postgate.rules.program import FirstFailing, Program
+    from postgate.wire.codec import PolicyRequest
 
-DEFAULT_RULE: Final = "DEFAULT"
-# The rule id of the `on_error` answer, when deciding raised (daemon and replay alike).
-ON_ERROR_RULE: Final = "ON_ERROR"
 _INDENT: Final = "    "
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to answer, which rule said so, and (on request) how it got there."""
-
-    action: Action
-    rule: str
-    trace: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """Conditions (all must hold) and the action that then decides."""
-
-    id: str
-    conditions: tuple[Condition, ...]
-    action: Action
-    shortcut: str = ""
-    # Built once here so that deciding allocates nothing for the answer.
-    decision: Decision = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "decision", Decision(self.action, self.id))
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """Shared conditions over child rules, with an optional closing default."""
-
-    id: str
-    conditions: tuple[Condition, ...]
-    children: tuple[Rule | Group, ...]
-    default: Action | None = None
-    decision: Decision | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        default = None if self.default is None else Decision(self.default, self.id)
-        object.__setattr__(self, "decision", default)
-
-
-Node = Rule | Group
 
 
 def _traced(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
-    from postgate.problems import Problems
+    from postgate.config.problems import Problems
 
 KINDS: Final = ("network", "domain", "address", "string", "fingerprint")
 LIST_KEYS: Final = ("type", "items", "file", "subdomains")

@@ -34,8 +34,8 @@ from postgate.rules.patterns import MAX_SUBJECT, Pattern
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
-    from postgate.rules.engine import Decision, Node
     from postgate.rules.match import Code, Condition
+    from postgate.rules.model import Decision, Node
 
     # decide(raw) -> Decision; first_failing(raw) -> index of a node's failing condition
     Program = Callable[[dict[str, str]], Decision]

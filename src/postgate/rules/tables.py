@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-    from postgate.problems import Problems
+    from postgate.config.problems import Problems
 
 
 def suggest(word: str, known: Iterable[str]) -> str:

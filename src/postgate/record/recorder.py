@@ -6,14 +6,14 @@ over the answer path runs with cold caches (measured in the daemon: 4.5 µs
 per request to build a block there). Every `PUSH_DELAY` the queue becomes
 blocks in one warm loop (`CopiedBlocks.extend`) and goes, in one
 non-blocking write, down a pipe to a writer process
-(`postgate.record_writer`), which appends, rotates and fsyncs. Making the
+(`postgate.record.writer`), which appends, rotates and fsyncs. Making the
 blocks in the writer would spare the daemon that loop, but the writer's
 CPU, even on the other core, cost the daemon about as much again
 (measured). When the pipe is full (a slow disk, or a writer short of idle
 CPU) records wait here, up to ``max_pending``, then are dropped and
 counted: an answer never waits for the disk. The settings live in
-`postgate.record_settings`, the block format and redaction in
-`postgate.record_format`; their public names are re-exported here. Imports
+`postgate.config.record`, the block format and redaction in
+`postgate.record.blocks`; their public names are re-exported here. Imports
 nothing from the rule engine or the config loader (config.py imports this
 package's settings), and no Twisted: the daemon hands in ``call_later``.
 """
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from postgate.record_format import (
+from postgate.config.record import RecordSettings, parse_record_settings
+from postgate.record.blocks import (
     CopiedBlocks,
     Redactor,
     encode_block,
@@ -39,15 +40,14 @@ from postgate.record_format import (
     key_path,
     load_key,
 )
-from postgate.record_pipe import COMMAND_START, WriterProcess, command, open_command, time_left
-from postgate.record_settings import RecordSettings, parse_record_settings
-from postgate.record_writer import BLOCK_END, trim_cut_tail
+from postgate.record.pipe import COMMAND_START, WriterProcess, command, open_command, time_left
+from postgate.record.writer import BLOCK_END, trim_cut_tail
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from postgate.protocol import PolicyRequest
-    from postgate.replies import Action
+    from postgate.replies.actions import Action
+    from postgate.wire.codec import PolicyRequest
 
 log = structlog.get_logger("postgate")
 

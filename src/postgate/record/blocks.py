@@ -1,6 +1,6 @@
 """One recorded request as a block of the request file format, redacted if asked.
 
-The format is `postgate.corpus`'s, so a recording replays as is. Redaction
+The format is `postgate.wire.policy_files`'s, so a recording replays as is. Redaction
 (``redact = true``) hides local parts in the request, and the ``# expect:``
 line is rendered again from the redacted request with the action that
 answered, so it equals what replay renders and quotes no address in any
@@ -20,15 +20,15 @@ import os
 import secrets
 from typing import TYPE_CHECKING, Final
 
-from postgate.protocol import EncodeError, PolicyRequest, request_line
-from postgate.replies import ELLIPSIS, sanitise
+from postgate.replies.actions import ELLIPSIS, sanitise
 from postgate.rules.attributes import POSTFIX
+from postgate.wire.codec import EncodeError, PolicyRequest, request_line
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from postgate.replies import Action
+    from postgate.replies.actions import Action
 
 # Attributes holding an address or login whose local part identifies a person.
 REDACTED: Final = ("sender", "recipient", "sasl_username", "sasl_sender")
@@ -340,7 +340,7 @@ _MAX_SAFE_NAMES: Final = 1024
 
 
 def _replayable(name: str) -> bool:
-    """Whether `postgate.corpus` reads ``name=`` back as this attribute.
+    """Whether `postgate.wire.policy_files` reads ``name=`` back as this attribute.
 
     A name starting with '#' would read back as a comment (or forge an
     expectation), one with outer blanks is refused; Postfix sends neither, so

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from postgate.problems import ConfigError, Problem, Problems
-from postgate.protocol import Limits
-from postgate.record import RecordSettings, parse_record_settings
-from postgate.replies import DUNNO, Action, ReplyError, parse_action
+from postgate.config.problems import ConfigError, Problem, Problems
+from postgate.config.record import RecordSettings, parse_record_settings
+from postgate.replies.actions import DUNNO, Action, ReplyError, parse_action
 from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.networks import NetworkSet, parse_network
+from postgate.wire.codec import Limits
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

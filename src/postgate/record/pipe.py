@@ -1,10 +1,10 @@
 """The daemon's end of the pipe to the recording's writer process.
 
-`postgate.record` queues blocks and commands; this module owns what crosses
-the process boundary: spawning ``python -m postgate.record_writer`` with
+`postgate.record.recorder` queues blocks and commands; this module owns what crosses
+the process boundary: spawning ``python -m postgate.record.writer`` with
 the two pipes (records in, reports out), the command framing both sides
 share, and reading the writer's reports. The other end is
-`postgate.record_writer`.
+`postgate.record.writer`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from postgate.record_writer import HELD_SIGNALS
+from postgate.record.writer import HELD_SIGNALS
 
 if TYPE_CHECKING:
-    from postgate.record_settings import RecordSettings
+    from postgate.config.record import RecordSettings
 
 log = structlog.get_logger("postgate")
 
@@ -67,7 +67,7 @@ class WriterProcess:
 
     @classmethod
     def start(cls) -> WriterProcess:
-        """Spawn ``python -m postgate.record_writer`` with the daemon's interpreter.
+        """Spawn ``python -m postgate.record.writer`` with the daemon's interpreter.
 
         The pipe's far ends are closed here at once, so that the writer sees
         end of input when the daemon dies, and the daemon EPIPE when the
@@ -81,7 +81,7 @@ class WriterProcess:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         try:
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-                [sys.executable, "-m", "postgate.record_writer", str(report)],
+                [sys.executable, "-m", "postgate.record.writer", str(report)],
                 stdin=records,
                 pass_fds=(report,),
             )

@@ -21,13 +21,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from postgate.protocol import PolicyRequest
+from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 _SPECIAL: Final = ("expect", "expect-rule", "name", "time")
-# First line of every file `postgate.record` writes; a file starting with it
+# First line of every file `postgate.record.recorder` writes; a file starting with it
 # may end in a block cut by a crash (see `whole_blocks`).
 RECORDING_HEADER: Final = "# postgate recording (replay with: postgate replay FILE)\n"
 

@@ -13,10 +13,10 @@ import sys
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from postgate import __version__
-from postgate.admin import config_option
-from postgate.config import DEFAULT_PATH, Config, load_config
-from postgate.problems import ConfigError
-from postgate.replay import EX_CONFIG
+from postgate.commands.replay import EX_CONFIG
+from postgate.commands.rule_tests import config_option
+from postgate.config.load import DEFAULT_PATH, Config, load_config
+from postgate.config.problems import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -114,25 +114,25 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _codes(argv: list[str]) -> int:
-    from postgate.codes import main as codes_main
+    from postgate.commands.codes import main as codes_main
 
     return codes_main(argv, sys.stdout)
 
 
 def _replay(argv: list[str]) -> int:
-    from postgate.admin import replay_main
+    from postgate.commands.rule_tests import replay_main
 
     return replay_main(argv, sys.stdout, sys.stderr, sys.stdin)
 
 
 def _diff(argv: list[str]) -> int:
-    from postgate.admin import diff_main
+    from postgate.commands.rule_tests import diff_main
 
     return diff_main(argv, sys.stdout, sys.stderr, sys.stdin)
 
 
 def _test(argv: list[str]) -> int:
-    from postgate.admin import test_main
+    from postgate.commands.rule_tests import test_main
 
     return test_main(argv, sys.stdout, sys.stderr)
 
@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     from twisted.internet import task
 
-    from postgate import logs
+    from postgate.daemon import logs
 
     logs.configure(config.daemon.log_level, config.daemon.log_format)
     logs.bridge_twisted(config.daemon.log_level)
@@ -159,8 +159,8 @@ def _serve(reactor: Any, config: Config, listen: tuple[str, ...]) -> Deferred[No
     import structlog
     from twisted.internet.defer import Deferred, fail
 
-    from postgate.service import Daemon
-    from postgate.systemd import Notifier
+    from postgate.daemon.service import Daemon
+    from postgate.daemon.systemd import Notifier
 
     try:
         daemon = Daemon(config, reactor, Notifier.from_environ(), listen)

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from postgate import registry
-from postgate.protocol import encode
+from postgate.replies import registry
+from postgate.wire.codec import encode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from postgate.protocol import PolicyRequest
+    from postgate.wire.codec import PolicyRequest
 
 # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including CRLF.
 # §4.5.3.1.3: a path ("<local@domain>") is at most 256 octets.

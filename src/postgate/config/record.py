@@ -1,6 +1,6 @@
 """The ``[record]`` table: where the recorder writes, whether, how big, how private.
 
-Validated here, used by `postgate.record`; config.py imports this module, so
+Validated here, used by `postgate.record.recorder`; config.py imports this module, so
 it imports nothing from the config loader or the rule engine.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from postgate.problems import Problems
+    from postgate.config.problems import Problems
 
 
 @dataclass(frozen=True, slots=True)

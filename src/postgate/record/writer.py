@@ -5,7 +5,7 @@ batches, its bookkeeping, the hand-offs around each write) holds the
 interpreter lock that the thread answering Postfix needs, whereas a process
 has its own interpreter and runs on the other core, in the idle scheduling
 class (`background`). The daemon's share is one non-blocking write(2) to a
-pipe every few milliseconds (`postgate.record`); a slow disk fills the
+pipe every few milliseconds (`postgate.record.recorder`); a slow disk fills the
 pipe, never the answer path; and a daemon that dies loses only what it had
 not yet handed over.
 
@@ -24,7 +24,7 @@ whole blocks received are written, the file is fsynced and closed, a last
 status is sent, and the process exits.
 
 Crash safety: every write(2) carries whole blocks. A SIGKILL of this
-process can still cut one in the kernel's copy loop; `postgate.corpus`
+process can still cut one in the kernel's copy loop; `postgate.wire.policy_files`
 drops such a cut tail when reading, and `trim_cut_tail` removes it the next
 time the file is opened.
 """
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from postgate.corpus import RECORDING_HEADER
+from postgate.wire.policy_files import RECORDING_HEADER
 
 HEADER_BYTES: Final = RECORDING_HEADER.encode()
 COMMAND: Final = 0  # the NUL that starts a command
@@ -301,7 +301,7 @@ def main(argv: list[str]) -> int:
     # The daemon decides when this process ends, by closing the pipe: a
     # terminal's Ctrl-C or systemd's SIGTERM to the whole group must not cut
     # the last blocks off before the daemon has sent them. They arrive
-    # blocked (`postgate.record`), so none was lost before this line.
+    # blocked (`postgate.record.recorder`), so none was lost before this line.
     for signum in HELD_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)

@@ -17,20 +17,20 @@ import collections
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
-from postgate.config import load_config
-from postgate.corpus import CorpusError, parse_policy_text, read_policy_file
-from postgate.problems import ConfigError
-from postgate.record_format import format_time
-from postgate.replies import DUNNO, Action
+from postgate.config.load import load_config
+from postgate.config.problems import ConfigError
+from postgate.record.blocks import format_time
+from postgate.replies.actions import DUNNO, Action
 from postgate.rules import ON_ERROR_RULE
+from postgate.wire.policy_files import CorpusError, parse_policy_text, read_policy_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
-    from postgate.corpus import Case
-    from postgate.protocol import PolicyRequest
     from postgate.rules import Decision
+    from postgate.wire.codec import PolicyRequest
+    from postgate.wire.policy_files import Case
 
 EX_DATAERR: Final = 65
 EX_NOINPUT: Final = 66

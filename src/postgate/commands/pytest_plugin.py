@@ -4,7 +4,7 @@ Registered through the ``pytest11`` entry point, so it is loaded by every
 pytest run in an environment where postgate is installed. It therefore
 imports nothing from postgate at module level: an admin's unrelated test
 suite must not pay for, or break on, the rule engine. The verdict of each
-item is `postgate.replay.check`, the same function ``postgate replay`` and
+item is `postgate.commands.replay.check`, the same function ``postgate replay`` and
 ``postgate test`` use, so the three never disagree.
 
 Which configuration a file is tested against: a ``# config: PATH`` comment
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-    from postgate.corpus import Case
-    from postgate.replay import Engine
+    from postgate.commands.replay import Engine
+    from postgate.wire.policy_files import Case
 
 INI_NAME = "postgate_config"
 _ENGINES = pytest.StashKey[dict[Path, "Engine"]]()
@@ -54,7 +54,7 @@ class PolicyFile(pytest.File):
     """One request file; its blocks with an expectation become items."""
 
     def collect(self) -> Iterator[PolicyItem]:
-        from postgate import replay  # noqa: PLC0415 - see the module docstring
+        from postgate.commands import replay  # noqa: PLC0415 - see the module docstring
 
         try:
             engine = self._engine(replay)
@@ -108,7 +108,7 @@ class PolicyItem(pytest.Item):
         self.engine = engine
 
     def runtest(self) -> None:
-        from postgate import replay  # noqa: PLC0415 - see the module docstring
+        from postgate.commands import replay  # noqa: PLC0415 - see the module docstring
 
         outcome = replay.evaluate(self.engine, self.case, trace=True)
         if replay.check(outcome):

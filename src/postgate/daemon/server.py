@@ -17,11 +17,11 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 
-from postgate.logs import DECISION_FIELDS
-from postgate.protocol import Decoder, ProtocolError
-from postgate.replies import DUNNO
+from postgate.daemon.logs import DECISION_FIELDS
+from postgate.replies.actions import DUNNO
 from postgate.rules import ON_ERROR_RULE
 from postgate.rules.networks import parse_address
+from postgate.wire.codec import Decoder, ProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
     from twisted.python.failure import Failure
 
-    from postgate.config import Config
-    from postgate.logs import DecisionWriter
-    from postgate.protocol import PolicyRequest
-    from postgate.record import Recorder
+    from postgate.config.load import Config
+    from postgate.daemon.logs import DecisionWriter
+    from postgate.record.recorder import Recorder
     from postgate.rules.networks import NetworkSet
+    from postgate.wire.codec import PolicyRequest
 
 log = structlog.get_logger("postgate")
 

@@ -1,8 +1,8 @@
 """Compose the daemon: listeners, reload, watchdog, orderly shutdown.
 
-The reactor is a parameter so tests can pass their own; only `postgate.cli`
+The reactor is a parameter so tests can pass their own; only `postgate.commands.cli`
 touches the global one. Listeners are built like `strports.service` (see
-`postgate.systemd.listen_service`), which raises a bind failure at start
+`postgate.daemon.systemd.listen_service`), which raises a bind failure at start
 instead of logging it while the daemon runs deaf (style.md §1 A2).
 """
 
@@ -17,12 +17,12 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.threads import deferToThread
 
-from postgate.config import load_config
-from postgate.logs import decision_log
-from postgate.problems import ConfigError
-from postgate.record import Recorder
-from postgate.server import Answerer, PolicyFactory
-from postgate.systemd import listen_service
+from postgate.config.load import load_config
+from postgate.config.problems import ConfigError
+from postgate.daemon.logs import decision_log
+from postgate.daemon.server import Answerer, PolicyFactory
+from postgate.daemon.systemd import listen_service
+from postgate.record.recorder import Recorder
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     class _Reactor(IReactorCore, IReactorTime, IReactorSocket):
         """What the daemon needs of a reactor: lifecycle, timers, adopted sockets."""
 
-    from postgate.config import Config
+    from postgate.config.load import Config
 
 log = structlog.get_logger("postgate")
 
@@ -61,7 +61,7 @@ def _settle_heap() -> None:
 
 
 class Notify(Protocol):
-    """What the daemon tells its supervisor; `postgate.systemd.Notifier` fits."""
+    """What the daemon tells its supervisor; `postgate.daemon.systemd.Notifier` fits."""
 
     def ready(self, status: str) -> None: ...
     def reloading(self) -> None: ...

@@ -1,8 +1,8 @@
 """The rule-testing commands: ``postgate replay``, ``postgate diff``, ``postgate test``.
 
 Each ``*_main(argv, out, err)`` parses its own arguments and returns the exit
-status, so `postgate.cli` only forwards the rest of the command line and
-tests call them with string buffers. Evaluation lives in `postgate.replay`;
+status, so `postgate.commands.cli` only forwards the rest of the command line and
+tests call them with string buffers. Evaluation lives in `postgate.commands.replay`;
 this module only reads files, prints and chooses exit statuses:
 
 * 0: every request answered and every expectation held (diff: nothing changed);
@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
-from postgate.config import DEFAULT_PATH
-from postgate.corpus import parse_time
-from postgate.replay import (
+from postgate.commands.replay import (
     EX_CONFIG,
     EX_DATAERR,
     Engine,
@@ -42,11 +40,13 @@ from postgate.replay import (
     policy_files,
     summarize,
 )
+from postgate.config.load import DEFAULT_PATH
+from postgate.wire.policy_files import parse_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from postgate.corpus import Case
+    from postgate.wire.policy_files import Case
 
 EX_USAGE: Final = 2
 NO_TESTS: Final = 5  # what pytest returns when it collected nothing

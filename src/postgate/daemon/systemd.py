@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
 
-log = structlog.get_logger("postgate.systemd")
+log = structlog.get_logger("postgate.daemon.systemd")
 
 #: The environment names this module reads (systemd.exec(5), sd_notify(3)).
 NOTIFY_SOCKET: Final = "NOTIFY_SOCKET"

@@ -1,0 +1,60 @@
+"""The rule engine's data model: rules, groups and the decision they give.
+
+Held apart from `engine` (evaluation, trace, description) and `program` (the
+generated walk) so that both import it and neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from postgate.replies.actions import Action
+    from postgate.rules.match import Condition
+
+DEFAULT_RULE: Final = "DEFAULT"
+# The rule id of the `on_error` answer, when deciding raised (daemon and replay alike).
+ON_ERROR_RULE: Final = "ON_ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to answer, which rule said so, and (on request) how it got there."""
+
+    action: Action
+    rule: str
+    trace: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Conditions (all must hold) and the action that then decides."""
+
+    id: str
+    conditions: tuple[Condition, ...]
+    action: Action
+    shortcut: str = ""
+    # Built once here so that deciding allocates nothing for the answer.
+    decision: Decision = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decision", Decision(self.action, self.id))
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Shared conditions over child rules, with an optional closing default."""
+
+    id: str
+    conditions: tuple[Condition, ...]
+    children: tuple[Rule | Group, ...]
+    default: Action | None = None
+    decision: Decision | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        default = None if self.default is None else Decision(self.default, self.id)
+        object.__setattr__(self, "decision", default)
+
+
+Node = Rule | Group
