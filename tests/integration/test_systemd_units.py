@@ -25,7 +25,7 @@ from tests.integration.needs import need
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_DIR = REPO / "systemd"
-SERVICE = "postgate.daemon.service"
+SERVICE = "postgate.service"
 SOCKETS = ("postgate.socket", "postgate-unix.socket")
 UNITS = (SERVICE, *SOCKETS)
 INSTALL_DOC = REPO / "docs" / "install.md"
