@@ -26,12 +26,15 @@ from postgate.commands.replay import (
     replay,
     summarize,
 )
+from postgate.config.load import Config, DaemonConfig
 from postgate.replies.actions import DUNNO, parse_action
+from postgate.rules import Ruleset
 from postgate.wire.policy_files import Case, parse_policy_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from postgate.replies.actions import Action
     from postgate.rules import Decision
     from postgate.wire.codec import PolicyRequest
 
@@ -120,11 +123,22 @@ def run(main: object, *argv: str, stdin: str = "") -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-class FailingRuleset:
+class FailingRuleset(Ruleset):
     """A ruleset with a bug: every decision raises."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "program", self._bug)
+
+    def _bug(self, raw: dict[str, str]) -> Decision:
+        raise RuntimeError(f"bug on {raw.get('recipient')}")
+
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
-        raise RuntimeError(f"bug on {request.get('recipient')} (trace={trace})")
+        return self._bug(request.raw)
+
+
+def failing_engine(on_error: Action = DUNNO) -> Engine:
+    return Engine(Config(Path("t.toml"), DaemonConfig(on_error=on_error), FailingRuleset()))
 
 
 class TestEvaluate:
@@ -161,7 +175,7 @@ class TestEvaluate:
     def test_failing_evaluation_answers_like_the_daemon(self) -> None:
         """A raising ruleset gives daemon.on_error under the ON_ERROR rule id."""
         on_error = parse_action("451 4.3.0 Try again later").action
-        outcome = evaluate(Engine(FailingRuleset(), on_error), one_case(block("a@example.com")))
+        outcome = evaluate(failing_engine(on_error), one_case(block("a@example.com")))
         expected = ("451 4.3.0 Try again later", "ON_ERROR")
         assert expected == (outcome.answer, outcome.rule)
         assert "RuntimeError" in outcome.trace[0]
@@ -447,6 +461,7 @@ class TestExampleConfigs:
         assert (0, " 0 failed") == (status, out.rstrip().rpartition(",")[2])
 
 
-def test_default_engine_answers_dunno() -> None:
-    """An Engine without on_error falls back to DUNNO, like DaemonConfig."""
-    assert DUNNO == Engine(FailingRuleset()).on_error
+def test_default_on_error_answers_dunno() -> None:
+    """Without daemon.on_error a failing evaluation answers DUNNO, as the daemon does."""
+    outcome = evaluate(failing_engine(), one_case(block("a@example.com")))
+    assert ("DUNNO", "ON_ERROR") == (outcome.answer, outcome.rule)

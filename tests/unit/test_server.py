@@ -21,6 +21,8 @@ from postgate.wire.codec import encode_request
 class FakeDecision:
     action: Action
     rule: str
+    trace: tuple[str, ...] = ()
+    effects: tuple[object, ...] = ()
 
 
 class EchoRules:
@@ -28,6 +30,7 @@ class EchoRules:
 
     rule_count = 1
     digest = "fake"
+    needs_facts = False
 
     def program(self, raw: dict[str, str]) -> FakeDecision:
         recipient = raw.get("recipient", "")

@@ -1,46 +1,37 @@
 """Evaluate request files through the daemon's engine: replay, verdicts, diff.
 
 Owns the verdict (`check`) that ``postgate replay``, ``postgate test`` and the
-pytest plugin share, so the three cannot disagree. `evaluate` mirrors
-`server.Answerer.answer` step for step: the same `Ruleset.decide`, the same
-rendering (`Action.render`, the text `Action.encode_for` frames), the same
-fallback to ``daemon.on_error`` when evaluation fails. It imports no
-Twisted, opens no socket and never reads the wall clock: a case's time comes
-from its ``# time:`` line, else from the caller (``--time``), else it is None
-(issue 5 item 7). Time-dependent rules will receive `Outcome.now`; no rule
-reads time yet, so today it is carried and reported only.
+pytest plugin share, so the three cannot disagree. `evaluate` answers through
+the daemon's own answer step (`postgate.answer.decide`): the same rules, the
+same rendering, the same ``daemon.on_error`` fallback. It imports no Twisted,
+opens no socket and never reads the wall clock: a case's time comes from its
+``# time:`` line, else from the caller (``--time``), else it is None, and
+the answer step is given 0 (no rule reads the time yet).
 """
 
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
+from postgate.answer import decide, failed
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
 from postgate.record.blocks import format_time
-from postgate.replies.actions import DUNNO, Action
-from postgate.rules import ON_ERROR_RULE
+from postgate.rules import Needs
 from postgate.wire.policy_files import CorpusError, parse_policy_text, read_policy_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
-    from postgate.rules import Decision
-    from postgate.wire.codec import PolicyRequest
+    from postgate.config.load import Config
     from postgate.wire.policy_files import Case
 
 EX_DATAERR: Final = 65
 EX_NOINPUT: Final = 66
 EX_CONFIG: Final = 78
-
-
-class Decider(Protocol):
-    """What replay needs of a ruleset; `postgate.rules.Ruleset` is one."""
-
-    def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision: ...
 
 
 class LoadError(Exception):
@@ -57,10 +48,9 @@ class LoadError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Engine:
-    """What the daemon decides with: the ruleset and its error fallback."""
+    """A loaded configuration, and where it came from, to answer cases with."""
 
-    ruleset: Decider
-    on_error: Action = DUNNO
+    config: Config
     source: str = ""
     warnings: tuple[str, ...] = ()
 
@@ -74,7 +64,7 @@ def load_engine(path: Path) -> Engine:
         lines.append(f"{path}: {len(exc.errors)} error(s); configuration refused")
         raise LoadError("\n".join(lines), EX_CONFIG) from None
     warnings = tuple(f"warning: {p}" for p in config.warnings)
-    return Engine(config.ruleset, config.daemon.on_error, str(path), warnings)
+    return Engine(config, str(path), warnings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,27 +72,25 @@ class Outcome:
     """One case's answer: what Postfix would receive, and which rule gave it."""
 
     case: Case
-    answer: str  # the text after ``action=``, templates rendered
+    answer: str  # the text after ``action=``, templates rendered: what was decided
     action: str  # the rule's action as configured (`Action.line`)
     rule: str
     now: float | None
     trace: tuple[str, ...] = ()
+    wire: bytes = b""  # the bytes the daemon sends (DUNNO's under dry_run)
 
 
 def evaluate(
     engine: Engine, case: Case, *, trace: bool = False, now: float | None = None
 ) -> Outcome:
-    """Answer one case; its own ``# time:`` wins over ``now``."""
+    """Answer one case through the daemon's answer step; its ``# time:`` wins over ``now``."""
     when = case.time if case.time is not None else now
-    request = case.request
-    try:
-        decision = engine.ruleset.decide(request, trace=trace)
-        action, rule, steps = decision.action, decision.rule, decision.trace
-        answer = action.render(request, rule)
-    except Exception as exc:  # noqa: BLE001 - the daemon answers on_error here too
-        action, rule, steps = engine.on_error, ON_ERROR_RULE, (f"evaluation failed: {exc!r}",)
-        answer = action.render(request, rule)
-    return Outcome(case, answer, action.line, rule, when, steps)
+    answer = decide(engine.config, case.request, 0.0 if when is None else when, trace=trace)
+    if isinstance(answer, Needs):  # no fact source here yet: as the daemon without one
+        answer = failed(engine.config, case.request, 0.0, LookupError(sorted(answer.facts)))
+    return Outcome(
+        case, answer.text, answer.action.line, answer.rule, when, answer.trace, answer.wire
+    )
 
 
 def replay(

@@ -45,6 +45,10 @@ class DaemonConfig:
     # Seconds a started request may stay incomplete before the peer is cut
     # off; idle connections (no partial request) are never closed (§1).
     request_timeout: float = 30.0
+    # Seconds an answer may wait for facts that need I/O (state, DNS) before
+    # each missing one takes its configured outcome; far below Postfix's
+    # smtpd_policy_service_timeout (100 s), so mail never waits on a dependency.
+    deadline: float = 1.0
     max_connections: int = 1024
     on_error: Action = DUNNO
     dry_run: bool = False
@@ -113,6 +117,7 @@ _DAEMON_KEYS: Final = (
     "max_request_bytes",
     "max_attributes",
     "request_timeout",
+    "deadline",
     "max_connections",
     "on_error",
     "dry_run",
@@ -135,6 +140,7 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
         allow=_network_set(get.listed("allow", LOOPBACK, _network_problem)),
         limits=limits,
         request_timeout=get.number("request_timeout", base.request_timeout, 0.1, 3600),
+        deadline=get.number("deadline", base.deadline, 0.01, 60),
         max_connections=int(get.number("max_connections", base.max_connections, 1, 1_000_000)),
         on_error=get.action("on_error", base.on_error),
         dry_run=get.boolean("dry_run", base.dry_run),

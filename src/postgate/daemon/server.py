@@ -1,34 +1,36 @@
 """The thin Twisted layer: bytes in, decisions out, one reply per request.
 
-`PolicyProtocol` frames with the sans-IO `Decoder`, asks the current
-`Ruleset` (through `Answerer`) and writes the reply at once, so replies leave
-in request order. It never closes an idle connection: Postfix pays a one
-second retry for every connection it finds closed (policy-protocol.md §1).
-Decisions live in `postgate.rules`; nothing here knows a rule.
+`PolicyProtocol` frames with the sans-IO `Decoder` and hands each request to
+the answer step (`postgate.answer`, through `Answerer`). A reply that is
+decided at once is written at once; one whose facts are still being gathered
+holds the replies behind it back, so replies always leave in request order.
+It never closes an idle connection: Postfix pays a one second retry for every
+connection it finds closed (docs/protocol.md). Nothing here knows a rule.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 
+from postgate.answer import Answer, AnswerStep, failed
 from postgate.daemon.logs import DECISION_FIELDS
-from postgate.replies.actions import DUNNO
-from postgate.rules import ON_ERROR_RULE
 from postgate.rules.networks import parse_address
 from postgate.wire.codec import Decoder, ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
     from twisted.python.failure import Failure
 
+    from postgate.answer import FactSource
     from postgate.config.load import Config
     from postgate.daemon.logs import DecisionWriter
     from postgate.record.recorder import Recorder
@@ -39,10 +41,10 @@ log = structlog.get_logger("postgate")
 
 
 class Answerer:
-    """Turns a request into reply bytes under the current configuration.
+    """The daemon's side of answering: the answer step, then the log, the count, the recording.
 
-    Holds the one reference a reload swaps; a request sees either the old or
-    the new config, never a mixture.
+    Deciding is `postgate.answer`'s; what is left here is what only the
+    daemon does with an answer once it has one.
     """
 
     def __init__(
@@ -50,12 +52,11 @@ class Answerer:
         config: Config,
         logger: Any = None,
         recorder: Recorder | None = None,
-        clock: Callable[[], float] = time.time,
         decisions: DecisionWriter | None = None,
+        facts: FactSource | None = None,
     ) -> None:
-        self.config = config
+        self.step = AnswerStep(config, facts, time.monotonic)
         self.recorder = recorder
-        self._clock = clock
         self.answered = 0
         self.errors = 0
         # The daemon passes a logger bound once after logging is configured,
@@ -64,31 +65,41 @@ class Answerer:
         self._log = log if logger is None else logger
         self._decision = decisions or self._log_decision
 
-    def answer(self, request: PolicyRequest) -> bytes:
+    @property
+    def config(self) -> Config:
+        return self.step.config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self.step.config = config
+
+    def answer(self, request: PolicyRequest) -> bytes | Deferred[bytes]:
+        """The reply's bytes, or a Deferred of them when facts must be gathered first."""
         start = time.perf_counter_ns()
-        config = self.config
-        try:
-            decision = config.ruleset.program(request.raw)
-            rule, action = decision.rule, decision.action
-            # What is sent, templates filled in: the action's own text when fixed.
-            wire = action.wire or action.encode_for(request, rule)
-            line = action.sent or wire[7:-2].decode()
-        except Exception:  # noqa: BLE001 - any rule bug must still get an answer
+        answer = self.step.respond(request, time.time())
+        if isinstance(answer, Answer):
+            return self._done(answer, request, start)
+        gathering: Deferred[Answer] = Deferred.fromCoroutine(answer)
+        return gathering.addCallback(self._done, request, start).addErrback(self._not_done, request)
+
+    def _done(self, answer: Answer, request: PolicyRequest, start: int) -> bytes:
+        if answer.error is not None:
             self.errors += 1
-            rule, action = ON_ERROR_RULE, config.daemon.on_error
-            wire = action.encode_for(request, rule)
-            line = wire[7:-2].decode()
-            self._log.exception("evaluation_failed", **_fields(request.raw))
+            self._log.error("evaluation_failed", exc_info=answer.error, **_fields(request.raw))
         recorder = self.recorder
         if recorder is not None and recorder.enabled:
-            recorder.add(request, line, rule, self._clock(), action)
-        dry_run = config.daemon.dry_run
-        if dry_run:
-            wire = DUNNO.wire
+            recorder.add(request, answer.text, answer.rule, answer.now, answer.action)
         self.answered += 1
         us = (time.perf_counter_ns() - start) // 1000
-        self._decision(rule, line, dry_run, us, request.raw)
-        return wire
+        self._decision(answer.rule, answer.text, answer.dry_run, us, request.raw)
+        return answer.wire
+
+    def _not_done(self, failure: Failure, request: PolicyRequest) -> bytes:
+        # Only a bug after the decision (log, recorder) lands here; the
+        # connection must still get its reply, or it would wait forever.
+        self.errors += 1
+        self._log.error("answer_failed", exc_info=failure.value, **_fields(request.raw))
+        return failed(self.config, request, time.time(), cast("BaseException", failure.value)).wire
 
     def _log_decision(
         self, rule: str, action: str, dry_run: bool, us: int, raw: Mapping[str, str]
@@ -97,8 +108,7 @@ class Answerer:
 
 
 def _fields(raw: Mapping[str, str]) -> dict[str, str]:
-    # Request values only ever appear as JSON values, never in the event
-    # name (style.md §2.4).
+    # Request values only ever appear as JSON values, never in the event name.
     return {name: raw.get(name, "") for name in DECISION_FIELDS}
 
 
@@ -112,6 +122,9 @@ class PolicyProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._closing = False
         self._send: Any = None
+        # Replies not yet sent, in request order: bytes, or a slot that the
+        # answer's Deferred fills. Empty whenever no answer waits for facts.
+        self._waiting: deque[bytes | list[bytes]] = deque()
 
     def connectionMade(self) -> None:
         self._factory.connections.add(self)
@@ -132,8 +145,43 @@ class PolicyProtocol(Protocol):
             return
         if requests:
             answer = self._factory.answerer.answer
-            self._reply(b"".join([answer(request) for request in requests]))
+            replies = [answer(request) for request in requests]
+            if not self._waiting and all(reply.__class__ is bytes for reply in replies):
+                self._reply(b"".join(cast("list[bytes]", replies)))
+            else:
+                self._hold(replies)
         self._watch_partial()
+
+    def _hold(self, replies: list[bytes | Deferred[bytes]]) -> None:
+        """Queue replies behind one still being gathered, so they leave in request order."""
+        for reply in replies:
+            if isinstance(reply, bytes):
+                self._waiting.append(reply)
+            else:
+                slot: list[bytes] = []
+                self._waiting.append(slot)
+                reply.addCallback(self._filled, slot)
+        self._flush()
+
+    def _filled(self, data: bytes, slot: list[bytes]) -> None:
+        slot.append(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        ready = []
+        waiting = self._waiting
+        while waiting:
+            head = waiting[0]
+            if isinstance(head, list):
+                if not head:
+                    break
+                head = head[0]
+            ready.append(head)
+            waiting.popleft()
+        if ready:
+            self._reply(b"".join(ready))
+        if not waiting and self._closing and not self._decoder.pending:
+            self._close()
 
     def _reply(self, data: bytes) -> None:
         """Send at once when the socket takes it all, else let Twisted buffer.
@@ -158,7 +206,7 @@ class PolicyProtocol(Protocol):
     def _watch_partial(self) -> None:
         if not self._decoder.pending:
             self._cancel_timer()
-            if self._closing:
+            if self._closing and not self._waiting:
                 self._close()
         elif self._timer is None:
             timeout = self._factory.answerer.config.daemon.request_timeout
@@ -182,7 +230,7 @@ class PolicyProtocol(Protocol):
     def close_when_idle(self) -> None:
         """Close after the request in progress, if any, has been answered."""
         self._closing = True
-        if not self._decoder.pending:
+        if not self._decoder.pending and not self._waiting:
             self._close()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: ARG002

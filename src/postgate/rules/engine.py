@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from postgate.replies.actions import Action
     from postgate.rules.lists import NamedList
     from postgate.rules.match import Condition
-    from postgate.rules.model import Node
+    from postgate.rules.model import Needs, Node
     from postgate.rules.program import FirstFailing, Program
     from postgate.wire.codec import PolicyRequest
 
@@ -75,6 +75,9 @@ class Ruleset:
     # Both are logged on every status report and reload: compute them once.
     rule_count: int = field(init=False, repr=False, compare=False)
     digest: str = field(init=False, repr=False, compare=False)
+    # True when a rule reads facts that need I/O (state, DNS), which the answer
+    # step must gather before deciding; no rule type reads any yet.
+    needs_facts: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_decision", Decision(self.default, DEFAULT_RULE))
@@ -83,6 +86,7 @@ class Ruleset:
         object.__setattr__(self, "failing", failing)
         object.__setattr__(self, "rule_count", sum(1 for _ in walk(self.nodes)))
         object.__setattr__(self, "digest", self._digest())
+        object.__setattr__(self, "needs_facts", False)
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
         if not trace:
@@ -93,6 +97,16 @@ class Ruleset:
             lines.append(f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
             found = (self.default, DEFAULT_RULE)
         return Decision(found[0], found[1], tuple(lines))
+
+    def decide_with(
+        self,
+        request: PolicyRequest,
+        facts: Mapping[str, object] | None,  # noqa: ARG002 - read by stateful rules
+        *,
+        trace: bool = False,
+    ) -> Decision | Needs:
+        """Decide with the facts gathered so far, or say which are still needed."""
+        return self.decide(request, trace=trace)
 
     def describe(self) -> list[str]:
         """The rules as the engine will use them, for ``postgate show``."""

@@ -25,6 +25,29 @@ class Decision:
     action: Action
     rule: str
     trace: tuple[str, ...] = ()
+    # What is done once the answer is decided (charge a counter, remember a
+    # triplet): applied by the answer step's fact source, never by the rules.
+    effects: tuple[Effect, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """A change a stateful rule asks for; ``fact`` names it as a fact is named."""
+
+    fact: str  # ``provider:detail``: the provider applies it
+    value: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """The facts a ruleset must be given before it can decide this request.
+
+    Returned in place of a `Decision` by a ruleset that reached a rule whose
+    conditions read state or DNS answers it was not given; the answer step
+    gathers them (docs/architecture.md) and asks again.
+    """
+
+    facts: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,172 @@
+"""The answer step: a request, the configuration and the time in; the whole answer out.
+
+The daemon, ``postgate replay``, ``diff``, ``test`` and the pytest plugin all
+answer through this module, so they cannot disagree. It imports nothing from
+Twisted and reads no clock of its own. The contract, which stateful rules
+(rate limits, greylisting) and DNS lists build on:
+
+* `decide` is pure: the same configuration, request, facts and time give the
+  same `Answer`. It does no I/O and never raises. When the rules raise, the
+  answer is ``daemon.on_error`` under the rule id ``ON_ERROR``, with the
+  exception kept for the log; under ``daemon.dry_run`` the wire bytes are
+  ``DUNNO``'s while the answer still says what was decided.
+* Facts that need I/O (counters, greylist entries, DNS answers) are never
+  fetched by the rules. A ruleset that reaches a rule needing facts it was not
+  given returns `Needs`, naming them; `AnswerStep.respond` asks its
+  `FactSource` for all of them at once, within what is left of
+  ``daemon.deadline`` (the source puts each provider's configured outcome in
+  place of a fact that failed or came late), and decides again with them.
+* Effects (charge a counter, remember a triplet) come back in
+  `Answer.effects` and are handed to the source after the decision, never
+  before it.
+* A ruleset that needs no facts is decided in one synchronous call:
+  `respond` returns the `Answer` itself, so the daemon's hot path costs what a
+  bare rules call costs. One that needs facts gets a coroutine, which the
+  daemon runs as a Deferred while it still sends replies in request order on
+  each connection (`postgate.daemon.server`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
+
+from postgate.replies.actions import DUNNO
+from postgate.rules.model import ON_ERROR_RULE, Needs
+from postgate.wire.codec import encode
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+    from typing import Any
+
+    from postgate.config.load import Config
+    from postgate.replies.actions import Action
+    from postgate.rules.model import Effect
+    from postgate.wire.codec import PolicyRequest
+
+# A ruleset asks for facts at most once per rule that reads them; more rounds
+# than this means a rule keeps asking for facts it was given.
+MAX_ROUNDS: Final = 8
+
+
+class Answer(NamedTuple):
+    """Everything about one answer (a tuple: built once per request on the hot path)."""
+
+    rule: str
+    action: Action  # as configured: the deciding rule's, or ``on_error``'s
+    text: str  # what follows ``action=``, templates filled: what was decided
+    wire: bytes  # what is sent: ``DUNNO``'s under dry_run
+    now: float
+    dry_run: bool = False
+    trace: tuple[str, ...] = ()
+    error: BaseException | None = None
+    effects: tuple[Effect, ...] = ()
+
+
+class FactSource(Protocol):
+    """Where facts that need I/O come from, and where effects go.
+
+    The daemon's source (`postgate.daemon.facts`) asks providers in parallel
+    under a timer; replay's will answer from memory on a virtual clock.
+    """
+
+    def gather(
+        self, names: frozenset[str], request: PolicyRequest, now: float, budget: float
+    ) -> Awaitable[Mapping[str, object]]:
+        """Every fact named, a configured outcome standing in for any not had in ``budget`` s."""
+        ...
+
+    def apply(self, effects: tuple[Effect, ...], request: PolicyRequest, now: float) -> None: ...
+
+
+def decide(
+    config: Config,
+    request: PolicyRequest,
+    now: float,
+    facts: Mapping[str, object] | None = None,
+    *,
+    trace: bool = False,
+) -> Answer | Needs:
+    """Decide ``request`` under ``config`` at ``now``: pure, total, I/O-free."""
+    ruleset = config.ruleset
+    try:
+        decision = (
+            ruleset.program(request.raw)
+            if facts is None and not trace and not ruleset.needs_facts
+            else ruleset.decide_with(request, facts, trace=trace)
+        )
+        if isinstance(decision, Needs):
+            return decision
+        rule, action = decision.rule, decision.action
+        text = action.sent or action.render(request, rule)
+        wire = action.wire or encode(text)
+    except Exception as exc:  # noqa: BLE001 - a rule bug must still get an answer
+        return failed(config, request, now, exc)
+    dry_run = config.daemon.dry_run
+    sent = DUNNO.wire if dry_run else wire
+    return Answer(
+        rule,
+        action,
+        text,
+        sent,
+        now,
+        dry_run=dry_run,
+        trace=decision.trace,
+        effects=decision.effects,
+    )
+
+
+def failed(config: Config, request: PolicyRequest, now: float, error: BaseException) -> Answer:
+    """The ``on_error`` answer, for rules that raised or facts that never settled."""
+    action = config.daemon.on_error
+    text = action.render(request, ON_ERROR_RULE)
+    dry_run = config.daemon.dry_run
+    wire = DUNNO.wire if dry_run else encode(text)
+    step = (f"evaluation failed: {error!r}",)
+    return Answer(ON_ERROR_RULE, action, text, wire, now, dry_run, step, error)
+
+
+class AnswerStep:
+    """The configuration a reload swaps, and the source of the facts rules need.
+
+    A request sees either the old or the new configuration, never a mixture:
+    `respond` reads the reference once.
+    """
+
+    def __init__(
+        self, config: Config, facts: FactSource | None, clock: Callable[[], float]
+    ) -> None:
+        self.config = config
+        self.facts = facts
+        self._clock = clock  # monotonic seconds, for what is left of the deadline
+
+    def respond(self, request: PolicyRequest, now: float) -> Answer | Coroutine[Any, Any, Answer]:
+        config = self.config
+        answer = decide(config, request, now)
+        if isinstance(answer, Answer):
+            return answer
+        return self._gathered(config, request, now, answer)
+
+    async def _gathered(
+        self, config: Config, request: PolicyRequest, now: float, needs: Needs
+    ) -> Answer:
+        facts: dict[str, object] = {}
+        started = self._clock()
+        for _ in range(MAX_ROUNDS):
+            missing = needs.facts - facts.keys()
+            if self.facts is None or not missing:
+                return failed(config, request, now, LookupError(f"facts {sorted(needs.facts)}"))
+            budget = config.daemon.deadline - (self._clock() - started)
+            try:
+                facts.update(await self.facts.gather(missing, request, now, max(budget, 0.0)))
+            except Exception as exc:  # noqa: BLE001 - a source that breaks its contract
+                return failed(config, request, now, exc)
+            answer = decide(config, request, now, facts)
+            if isinstance(answer, Answer):
+                if answer.effects:
+                    self.facts.apply(answer.effects, request, now)
+                return answer
+            needs = answer
+        return failed(config, request, now, LookupError("facts never settled"))
+
+
+__all__ = ["Answer", "AnswerStep", "FactSource", "decide", "failed"]

@@ -1,0 +1,89 @@
+"""The daemon's `FactSource`: providers asked in parallel under the per-request deadline.
+
+A fact's name is ``provider:detail`` (``limit:HOURLY:alice``,
+``dnsbl:zen.example``); the part before the colon picks the provider. Each
+provider answers with a Deferred or a coroutine; whatever has not answered
+when the budget runs out, or failed, takes the provider's configured outcome
+(``unavailable``). A provider that fails is logged once when its outage
+starts (``fact_unavailable``) and once when it answers again
+(``fact_recovered``), never once per request. Effects go back to the
+provider that named them, after the decision.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine, Mapping
+    from typing import Any
+
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.python.failure import Failure
+
+    from postgate.rules.model import Effect
+    from postgate.wire.codec import PolicyRequest
+
+log = structlog.get_logger("postgate")
+
+
+class FactProvider(Protocol):
+    """One kind of fact: rate-limit state, greylist entries, a DNS list."""
+
+    def fetch(
+        self, name: str, request: PolicyRequest, now: float
+    ) -> Deferred[object] | Coroutine[Any, Any, object]: ...
+
+    def unavailable(self, name: str) -> object:
+        """The configured outcome when ``name`` failed or came too late."""
+        ...
+
+    def apply(self, effect: Effect, request: PolicyRequest, now: float) -> None: ...
+
+
+class Gatherer:
+    """Asks providers for facts, each under the same timer, and routes effects."""
+
+    def __init__(self, providers: Mapping[str, FactProvider], reactor: IReactorTime) -> None:
+        self._providers = providers
+        self._reactor = reactor
+        self._down: set[str] = set()
+
+    def gather(
+        self, names: frozenset[str], request: PolicyRequest, now: float, budget: float
+    ) -> Deferred[dict[str, object]]:
+        asked = [self._one(name, request, now, budget) for name in sorted(names)]
+        return gatherResults(asked, consumeErrors=True).addCallback(dict)
+
+    def apply(self, effects: tuple[Effect, ...], request: PolicyRequest, now: float) -> None:
+        for effect in effects:
+            self._providers[effect.fact.partition(":")[0]].apply(effect, request, now)
+
+    def _one(
+        self, name: str, request: PolicyRequest, now: float, budget: float
+    ) -> Deferred[tuple[str, object]]:
+        kind = name.partition(":")[0]
+        provider = self._providers[kind]  # a name no provider owns is a rule bug
+        asked: Deferred[object] = ensureDeferred(provider.fetch(name, request, now))
+        asked.addTimeout(budget, self._reactor)
+        return asked.addCallbacks(
+            self._answered, self._failed, callbackArgs=(kind, name), errbackArgs=(kind, name)
+        )
+
+    def _answered(self, value: object, kind: str, name: str) -> tuple[str, object]:
+        if kind in self._down:
+            self._down.discard(kind)
+            log.info("fact_recovered", provider=kind)
+        return name, value
+
+    def _failed(self, failure: Failure, kind: str, name: str) -> tuple[str, object]:
+        if kind not in self._down:
+            self._down.add(kind)
+            log.warning("fact_unavailable", provider=kind, fact=name, reason=repr(failure.value))
+        return name, self._providers[kind].unavailable(name)
+
+
+__all__ = ["FactProvider", "Gatherer"]
