@@ -62,6 +62,7 @@ SERVERS: Final = (
     "postgate",
     "postgate-recording",
     "postgate-venv",
+    "postgate-baseline",
 )
 SLOW: Final = frozenset({"postfwd1", "postfwd2"})
 BUSY_CORES: Final = 0.1
@@ -119,9 +120,17 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         default=REPO / ".venv",
         help="the virtualenv postgate runs from (run.sh: one on the system python3)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a virtualenv with another revision of postgate (bench/baseline.sh makes one): "
+        "measured as postgate-baseline, beside postgate, in the same run",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
+    if args.baseline is None:
+        servers = tuple(s for s in servers if s != "postgate-baseline")
     unknown = set(servers) - set(SERVERS)
     if unknown:
         parser.error(f"unknown server(s) {sorted(unknown)}; choose from {', '.join(SERVERS)}")
@@ -185,7 +194,9 @@ def postgate_config(reference: Path, directory: Path) -> Path:
     return config
 
 
-def make_server(name: str, ceiling_bin: Path, corpus_dir: Path, venv: Path) -> Server:
+def make_server(
+    name: str, ceiling_bin: Path, corpus_dir: Path, venv: Path, baseline: Path | None
+) -> Server:
     """``postgate-venv`` is postgate under the repository's own .venv, whatever its python."""
     if name == "ceiling":
         return Ceiling(ceiling_bin)
@@ -195,6 +206,8 @@ def make_server(name: str, ceiling_bin: Path, corpus_dir: Path, venv: Path) -> S
         return Postgate(recording_config(corpus_dir), name=name, venv=venv)
     if name == "postgate-venv":
         return Postgate(corpus_dir / "postgate.toml", name=name)
+    if name == "postgate-baseline" and baseline is not None:
+        return Postgate(corpus_dir / "postgate.toml", name=name, venv=baseline)
     return Postgate(corpus_dir / "postgate.toml", venv=venv)
 
 
@@ -340,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     levels: list[Level] = []
     for name in settings.servers:
-        server = make_server(name, ceiling_bin, corpus_dir, args.venv.resolve())
+        baseline = args.baseline.resolve() if args.baseline else None
+        server = make_server(name, ceiling_bin, corpus_dir, args.venv.resolve(), baseline)
         why = skipped.get(name) or server.available()
         if why:
             skipped[name] = why

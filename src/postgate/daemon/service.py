@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
+from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import decision_log
 from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.systemd import listen_service
@@ -88,6 +89,8 @@ class Daemon:
             structlog.get_logger("postgate").bind(),
             self.recorder,
             decisions=self.decisions,
+            # No rule reads facts yet; state and DNS providers register here.
+            facts=Gatherer({}, reactor),
         )
         self.reactor = reactor
         self.notify = notify
