@@ -26,7 +26,8 @@ from postgate.commands.replay import (
     replay,
     summarize,
 )
-from postgate.replies.actions import DUNNO, parse_action
+from postgate.replies.model import DUNNO
+from postgate.replies.parsing import parse_action
 from postgate.wire.policy_files import Case, parse_policy_text
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Explains basic reply codes (RFC 5321), enhanced status codes (RFC 3463, IANA
 registry), whole reply lines and named replies, from the facts in
-`postgate.replies.registry` and the checks in `postgate.replies.actions`. Pure: writes to the
+`postgate.replies.registry` and the checks in `postgate.replies`. Pure: writes to the
 stream it is given and returns the exit status (0 explained, 1 unknown or
 invalid, 2 usage), so cli.py only wires arguments.
 """
@@ -13,14 +13,11 @@ import re
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies import registry
-from postgate.replies.actions import (
-    NAMED,
-    SCENARIOS,
-    ReplyError,
-    advise_dsn,
-    parse_action,
-    smtp_reply,
-)
+from postgate.replies.advice import advise_dsn
+from postgate.replies.catalogue import NAMED, SCENARIOS
+from postgate.replies.parsing import parse_action
+from postgate.replies.sent import smtp_reply
+from postgate.replies.text import ReplyError
 from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.problems import ConfigError, Problem, Problems
 from postgate.config.record import RecordSettings, parse_record_settings
-from postgate.replies.actions import DUNNO, Action, ReplyError, parse_action
+from postgate.replies.model import DUNNO, Action
+from postgate.replies.parsing import parse_action
+from postgate.replies.text import ReplyError
 from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.networks import NetworkSet, parse_network
 from postgate.wire.codec import Limits

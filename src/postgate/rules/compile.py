@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from postgate.replies.actions import Action, ReplyError, named_reply, parse_action
+from postgate.replies.catalogue import named_reply
+from postgate.replies.model import Action
+from postgate.replies.parsing import parse_action
+from postgate.replies.text import ReplyError
 from postgate.rules import match
 from postgate.rules.attributes import KNOWN, STATES
 from postgate.rules.conditions import Context, attribute_error, compile_condition
