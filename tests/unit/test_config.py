@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from postgate.commands.cli import main
-from postgate.commands.replay import EX_CONFIG
+from postgate.commands.replay import EX_CONFIG, LoadError, load_engine
 from postgate.config.load import DEFAULT_LISTEN, load_config
 from postgate.config.problems import ConfigError
 
@@ -152,6 +152,19 @@ class TestCheckCommand:
         assert (EX_CONFIG, "") == (status, out)
         assert lines, err
         assert reason in lines[0], err
+
+    def test_replay_tools_print_what_check_prints(self, tmp_path: Path) -> None:
+        """A refused and an accepted-with-warnings config read the same in check and replay."""
+        refused, warned = tmp_path / "refused.toml", tmp_path / "warned.toml"
+        refused.write_text(
+            '[daemon]\ndry_run = 1\n[lists.unused]\ntype = "string"\nitems = ["a"]\n'
+        )
+        warned.write_text('[lists.unused]\ntype = "string"\nitems = ["a"]\n')
+        with pytest.raises(LoadError) as caught:
+            load_engine(refused)
+        shown = [str(caught.value), "\n".join(load_engine(warned).warnings)]
+        assert [run_check(refused)[2].rstrip("\n"), run_check(warned)[2].rstrip("\n")] == shown
+        assert (True, True) == (shown[0].startswith("error: "), shown[1].startswith("warning: "))
 
     def test_good_config_exits_zero(self, tmp_path: Path) -> None:
         """A valid file passes with a one-line summary on stdout."""

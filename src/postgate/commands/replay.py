@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 from postgate.config.load import load_config
-from postgate.config.problems import ConfigError
+from postgate.config.problems import ConfigError, report_lines
 from postgate.record.blocks import format_time
 from postgate.replies.actions import DUNNO, Action
 from postgate.rules import ON_ERROR_RULE
@@ -70,10 +70,9 @@ def load_engine(path: Path) -> Engine:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        lines = [f"error: {p}" for p in exc.errors] + [f"warning: {p}" for p in exc.warnings]
-        lines.append(f"{path}: {len(exc.errors)} error(s); configuration refused")
+        lines = report_lines(path, exc.errors, exc.warnings)
         raise LoadError("\n".join(lines), EX_CONFIG) from None
-    warnings = tuple(f"warning: {p}" for p in config.warnings)
+    warnings = tuple(report_lines(path, (), config.warnings))
     return Engine(config.ruleset, config.daemon.on_error, str(path), warnings)
 
 
