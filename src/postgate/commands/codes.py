@@ -17,7 +17,7 @@ from postgate.replies.advice import advise_dsn
 from postgate.replies.catalogue import NAMED, SCENARIOS
 from postgate.replies.parsing import parse_action
 from postgate.replies.sent import smtp_reply
-from postgate.replies.text import ReplyError
+from postgate.replies.text import DSN_LIKE, ReplyError
 from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ exit status: 0 explained, 1 unknown or invalid, 2 usage error
 """
 
 _BASIC: Final = re.compile(r"[0-9]+")
-_ENHANCED: Final = re.compile(r"[0-9X]+\.[0-9]+\.[0-9]+")
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
 _CATEGORIES: Final = {
     0: "syntax",
@@ -89,7 +88,7 @@ def main(argv: list[str], out: TextIO) -> int:
 
 def _queries(argv: list[str]) -> list[str]:
     """Codes one by one; anything else is a reply line split by the shell."""
-    if all(_BASIC.fullmatch(arg) or _ENHANCED.fullmatch(arg) for arg in argv):
+    if all(_BASIC.fullmatch(arg) or DSN_LIKE.fullmatch(arg) for arg in argv):
         return argv
     return [" ".join(argv)]
 
@@ -98,7 +97,7 @@ def _explain(query: str, out: TextIO) -> int:
     query = query.strip()
     if _BASIC.fullmatch(query):
         return _explain_basic(query, out)
-    if _ENHANCED.fullmatch(query):
+    if DSN_LIKE.fullmatch(query):
         return _explain_enhanced(query, out)
     if _NAME.fullmatch(query) and query in NAMED:
         return _explain_named(query, out)
