@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
-from postgate.replies.actions import DUNNO
+from postgate.replies.model import DUNNO
 from postgate.rules.model import ON_ERROR_RULE, Needs
 from postgate.wire.codec import encode
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from postgate.config.load import Config
-    from postgate.replies.actions import Action
+    from postgate.replies.model import Action
     from postgate.rules.model import Effect
     from postgate.wire.codec import PolicyRequest
 

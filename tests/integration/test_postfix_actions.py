@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from postgate.replies.actions import NAMED, Verb
+from postgate.replies.catalogue import NAMED
+from postgate.replies.model import Verb
 from tests.integration.postfix import PrivatePostfix, log_checked, wait_until
 from tests.integration.postfix_config import LATER_REJECT_LOCALPART
 from tests.integration.postfix_table import Row, code, render, stale_hint, sync

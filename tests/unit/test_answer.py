@@ -24,7 +24,8 @@ from postgate.answer import Answer, AnswerStep, decide
 from postgate.config.load import Config, DaemonConfig
 from postgate.daemon.facts import Gatherer
 from postgate.daemon.server import Answerer, PolicyFactory
-from postgate.replies.actions import DUNNO, parse_action
+from postgate.replies.model import DUNNO
+from postgate.replies.parsing import parse_action
 from postgate.rules import Decision, Needs, Ruleset
 from postgate.rules.model import Effect
 from postgate.wire.codec import PolicyRequest, encode, encode_request

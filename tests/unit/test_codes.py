@@ -11,7 +11,7 @@ import pytest
 
 from postgate.commands.codes import USAGE, main
 from postgate.replies import registry
-from postgate.replies.actions import NAMED
+from postgate.replies.catalogue import NAMED
 
 
 def run(*argv: str) -> tuple[int, str]:

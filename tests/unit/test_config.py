@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from postgate.commands.cli import main
-from postgate.commands.replay import EX_CONFIG
+from postgate.commands.replay import EX_CONFIG, LoadError, load_engine
 from postgate.config.load import DEFAULT_LISTEN, load_config
 from postgate.config.problems import ConfigError
 
@@ -47,11 +47,18 @@ BROKEN = [
         "daemon.max_line_bytes",
         "must not exceed",
     ),
-    ("[daemon]\nrequest_timeout = -1\n", "daemon.request_timeout", "out of range"),
+    ("[daemon]\nrequest_timeout = -1\n", "daemon.request_timeout", "must be a number in 0.1..3600"),
     ('[daemon]\non_error = "550"\n', "daemon.on_error", "550"),
     ('[daemon]\nlog_level = "loud"\n', "daemon.log_level", "'loud' is not one of"),
     ("[daemon]\ndry_run = 1\n", "daemon.dry_run", "must be true or false"),
     ("[daemon]\nlisten_on = []\n", "daemon.listen_on", "did you mean 'listen'"),
+    ('[record]\npth = "x"\n', "record.pth", "unknown key (did you mean 'path'?)"),
+    ("[record]\nkeep = -1\n", "record.keep", "must be a whole number in 0..1000, not -1"),
+    (
+        '[lists.d]\ntype = "domain"\nitems = ["a.example"]\nsubdomains = 1\n',
+        "lists.d.subdomains",
+        "must be true or false, not 1",
+    ),
     (
         (
             '[[rules]]\nid = "BAD_NET"\n'
@@ -104,6 +111,33 @@ class TestLoad:
         assert expected == {p.place for p in caught.value.errors}
 
 
+# (config text, place of its one unknown key): one in each kind of table.
+UNKNOWN_KEYS = [
+    ("[deamon]\n", "deamon"),
+    ("[daemon]\nlisten_on = []\n", "daemon.listen_on"),
+    ('[record]\npth = "x"\n', "record.pth"),
+    ('[lists.x]\ntype = "string"\nitem = ["a"]\n', "lists.x.item"),
+    ('[[rules]]\nid = "R"\naction = "OK"\nactoin = "x"\n', "rules[0].actoin"),
+    ('[[rules]]\nid = "R"\naction = "OK"\nhelo_name = { regx = "a" }\n', "rules[0].helo_name.regx"),
+]
+
+
+class TestUnknownKeys:
+    @pytest.mark.parametrize(("text", "place"), UNKNOWN_KEYS)
+    def test_every_table_words_an_unknown_key_alike(
+        self, tmp_path: Path, text: str, place: str
+    ) -> None:
+        """Each table names the key's place, the closest known key and all known keys."""
+        path = tmp_path / "postgate.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        reasons = [p.reason for p in caught.value.errors if p.place == place]
+        assert 1 == len(reasons), caught.value
+        assert reasons[0].startswith("unknown key (did you mean '"), reasons[0]
+        assert "'?); known: " in reasons[0], reasons[0]
+
+
 class TestCheckCommand:
     @pytest.mark.parametrize(("text", "place", "reason"), BROKEN)
     def test_broken_config_names_file_place_and_reason(
@@ -118,6 +152,19 @@ class TestCheckCommand:
         assert (EX_CONFIG, "") == (status, out)
         assert lines, err
         assert reason in lines[0], err
+
+    def test_replay_tools_print_what_check_prints(self, tmp_path: Path) -> None:
+        """A refused and an accepted-with-warnings config read the same in check and replay."""
+        refused, warned = tmp_path / "refused.toml", tmp_path / "warned.toml"
+        refused.write_text(
+            '[daemon]\ndry_run = 1\n[lists.unused]\ntype = "string"\nitems = ["a"]\n'
+        )
+        warned.write_text('[lists.unused]\ntype = "string"\nitems = ["a"]\n')
+        with pytest.raises(LoadError) as caught:
+            load_engine(refused)
+        shown = [str(caught.value), "\n".join(load_engine(warned).warnings)]
+        assert [run_check(refused)[2].rstrip("\n"), run_check(warned)[2].rstrip("\n")] == shown
+        assert (True, True) == (shown[0].startswith("error: "), shown[1].startswith("warning: "))
 
     def test_good_config_exits_zero(self, tmp_path: Path) -> None:
         """A valid file passes with a one-line summary on stdout."""

@@ -6,8 +6,10 @@ import io
 from typing import Any
 
 import orjson
+import pytest
 import structlog
 
+from postgate.config.load import LOG_LEVELS
 from postgate.daemon import logs
 
 NOT_DRY = False
@@ -75,3 +77,13 @@ class TestDecisionLog:
             len(scheduled),
             [e["rule"] for e in lines(stream)],
         )
+
+
+class TestLevels:
+    @pytest.mark.parametrize("level", LOG_LEVELS)
+    def test_every_level_the_config_accepts_configures_logging(self, level: str) -> None:
+        """daemon.log_level's choices are the only list of levels; each one works here."""
+        stream = io.BytesIO()
+        logs.configure(level, "json", stream=stream, environ={}, cache=False)
+        structlog.get_logger("postgate").critical("shown_at_every_level")
+        assert ["shown_at_every_level"] == [e["event"] for e in lines(stream)]

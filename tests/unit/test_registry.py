@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from postgate.replies import registry
-from postgate.replies.actions import validate_reply_line
+from postgate.replies.sent import validate_reply_line
 
 # reply-codes.md §2.2 and §2.3, written out by hand so the data file is checked
 # against the spec rather than against itself.

@@ -27,14 +27,15 @@ from postgate.commands.replay import (
     summarize,
 )
 from postgate.config.load import Config, DaemonConfig
-from postgate.replies.actions import DUNNO, parse_action
+from postgate.replies.model import DUNNO
+from postgate.replies.parsing import parse_action
 from postgate.rules import Ruleset
 from postgate.wire.policy_files import Case, parse_policy_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from postgate.replies.actions import Action
+    from postgate.replies.model import Action
     from postgate.rules import Decision
     from postgate.wire.codec import PolicyRequest
 

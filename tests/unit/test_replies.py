@@ -15,22 +15,12 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from postgate.replies import registry
-from postgate.replies.actions import (
-    DUNNO,
-    MAX_TEXT,
-    NAMED,
-    OK,
-    PLACEHOLDERS,
-    SCENARIOS,
-    Action,
-    ReplyError,
-    Verb,
-    named_reply,
-    parse_action,
-    sanitise,
-    smtp_reply,
-    validate_reply_line,
-)
+from postgate.replies.catalogue import NAMED, SCENARIOS, named_reply
+from postgate.replies.model import DUNNO, OK, Action, Verb
+from postgate.replies.parsing import parse_action
+from postgate.replies.sent import smtp_reply, validate_reply_line
+from postgate.replies.templates import PLACEHOLDERS, sanitise
+from postgate.replies.text import MAX_TEXT, ReplyError
 from postgate.wire.codec import PolicyRequest, encode
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "replies.md"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postgate.replies.actions import Action
+from postgate.replies.model import Action
 from postgate.rules.attributes import POSTFIX
 from postgate.wire.codec import PolicyRequest
 from tests.unit.rules_support import reference_ruleset, tried_order

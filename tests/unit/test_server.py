@@ -13,7 +13,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from postgate.config.load import Config, DaemonConfig, _network_set
 from postgate.daemon.server import Answerer, PolicyFactory, PolicyProtocol
-from postgate.replies.actions import DUNNO, Action, parse_action
+from postgate.replies.model import DUNNO, Action
+from postgate.replies.parsing import parse_action
 from postgate.wire.codec import encode_request
 
 

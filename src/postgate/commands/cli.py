@@ -16,7 +16,7 @@ from postgate import __version__
 from postgate.commands.replay import EX_CONFIG
 from postgate.commands.rule_tests import config_option
 from postgate.config.load import DEFAULT_PATH, Config, load_config
-from postgate.config.problems import ConfigError
+from postgate.config.problems import ConfigError, report_lines
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -84,14 +84,9 @@ def _load(path: Path, err: TextIO) -> Config | None:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for problem in exc.errors:
-            print(f"error: {problem}", file=err)
-        for problem in exc.warnings:
-            print(f"warning: {problem}", file=err)
-        print(f"{path}: {len(exc.errors)} error(s); configuration refused", file=err)
+        err.writelines(f"{line}\n" for line in report_lines(path, exc.errors, exc.warnings))
         return None
-    for problem in config.warnings:
-        print(f"warning: {problem}", file=err)
+    err.writelines(f"{line}\n" for line in report_lines(path, (), config.warnings))
     return config
 
 

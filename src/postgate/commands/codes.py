@@ -2,7 +2,7 @@
 
 Explains basic reply codes (RFC 5321), enhanced status codes (RFC 3463, IANA
 registry), whole reply lines and named replies, from the facts in
-`postgate.replies.registry` and the checks in `postgate.replies.actions`. Pure: writes to the
+`postgate.replies.registry` and the checks in `postgate.replies`. Pure: writes to the
 stream it is given and returns the exit status (0 explained, 1 unknown or
 invalid, 2 usage), so cli.py only wires arguments.
 """
@@ -13,14 +13,11 @@ import re
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies import registry
-from postgate.replies.actions import (
-    NAMED,
-    SCENARIOS,
-    ReplyError,
-    advise_dsn,
-    parse_action,
-    smtp_reply,
-)
+from postgate.replies.advice import advise_dsn
+from postgate.replies.catalogue import NAMED, SCENARIOS
+from postgate.replies.parsing import parse_action
+from postgate.replies.sent import smtp_reply
+from postgate.replies.text import DSN_LIKE, ReplyError
 from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:
@@ -37,7 +34,6 @@ exit status: 0 explained, 1 unknown or invalid, 2 usage error
 """
 
 _BASIC: Final = re.compile(r"[0-9]+")
-_ENHANCED: Final = re.compile(r"[0-9X]+\.[0-9]+\.[0-9]+")
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
 _CATEGORIES: Final = {
     0: "syntax",
@@ -92,7 +88,7 @@ def main(argv: list[str], out: TextIO) -> int:
 
 def _queries(argv: list[str]) -> list[str]:
     """Codes one by one; anything else is a reply line split by the shell."""
-    if all(_BASIC.fullmatch(arg) or _ENHANCED.fullmatch(arg) for arg in argv):
+    if all(_BASIC.fullmatch(arg) or DSN_LIKE.fullmatch(arg) for arg in argv):
         return argv
     return [" ".join(argv)]
 
@@ -101,7 +97,7 @@ def _explain(query: str, out: TextIO) -> int:
     query = query.strip()
     if _BASIC.fullmatch(query):
         return _explain_basic(query, out)
-    if _ENHANCED.fullmatch(query):
+    if DSN_LIKE.fullmatch(query):
         return _explain_enhanced(query, out)
     if _NAME.fullmatch(query) and query in NAMED:
         return _explain_named(query, out)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from postgate.answer import decide, failed
 from postgate.config.load import load_config
-from postgate.config.problems import ConfigError
+from postgate.config.problems import ConfigError, report_lines
 from postgate.record.blocks import format_time
 from postgate.rules import Needs
 from postgate.wire.policy_files import CorpusError, parse_policy_text, read_policy_file
@@ -60,10 +60,9 @@ def load_engine(path: Path) -> Engine:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        lines = [f"error: {p}" for p in exc.errors] + [f"warning: {p}" for p in exc.warnings]
-        lines.append(f"{path}: {len(exc.errors)} error(s); configuration refused")
+        lines = report_lines(path, exc.errors, exc.warnings)
         raise LoadError("\n".join(lines), EX_CONFIG) from None
-    warnings = tuple(f"warning: {p}" for p in config.warnings)
+    warnings = tuple(report_lines(path, (), config.warnings))
     return Engine(config, str(path), warnings)
 
 

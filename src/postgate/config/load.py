@@ -10,21 +10,18 @@ reference (style.md §2.2).
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from postgate.config.problems import ConfigError, Problem, Problems
 from postgate.config.record import RecordSettings, parse_record_settings
-from postgate.replies.actions import DUNNO, Action, ReplyError, parse_action
+from postgate.config.values import Values, check_keys
+from postgate.replies.model import DUNNO, Action
 from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.networks import NetworkSet, parse_network
 from postgate.wire.codec import Limits
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
 
 DEFAULT_PATH: Final = Path("/etc/postgate/postgate.toml")
 DEFAULT_LISTEN: Final = ("tcp:10040:interface=127.0.0.1",)
@@ -73,7 +70,7 @@ def load_config(path: Path) -> Config:
     problems = Problems(str(path))
     doc = _read_toml(path, problems)
     problems.raise_if_any()
-    _check_keys(doc, TOP_LEVEL, "", problems)
+    check_keys(doc, TOP_LEVEL, "", problems)
     daemon = _daemon(doc.get("daemon", {}), problems)
     record = _record(doc.get("record", {}), path.parent, problems)
     ruleset = compile_ruleset(doc, path.parent, problems)
@@ -101,15 +98,6 @@ def _read_toml(path: Path, problems: Problems) -> dict[str, Any]:
     return {}
 
 
-def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], place: str, p: Problems) -> None:
-    for key in table:
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            where = f"{place}.{key}" if place else key
-            p.error(where, f"unknown setting{extra}; known: {', '.join(known)}")
-
-
 _DAEMON_KEYS: Final = (
     "listen",
     "allow",
@@ -131,19 +119,19 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
     if not isinstance(raw, dict):
         p.error("daemon", "must be a table ([daemon])")
         return DaemonConfig()
-    _check_keys(raw, _DAEMON_KEYS, "daemon", p)
+    check_keys(raw, _DAEMON_KEYS, "daemon", p)
     base = DaemonConfig()
-    get = _Getter(raw, "daemon", p)
+    get = Values(raw, "daemon", p)
     limits = _limits(get, base.limits)
     return DaemonConfig(
-        listen=get.listed("listen", base.listen, _endpoint_problem),
-        allow=_network_set(get.listed("allow", LOOPBACK, _network_problem)),
+        listen=get.strings("listen", base.listen, _endpoint_problem),
+        allow=_network_set(get.strings("allow", LOOPBACK, _network_problem)),
         limits=limits,
         request_timeout=get.number("request_timeout", base.request_timeout, 0.1, 3600),
         deadline=get.number("deadline", base.deadline, 0.01, 60),
         max_connections=int(get.number("max_connections", base.max_connections, 1, 1_000_000)),
         on_error=get.action("on_error", base.on_error),
-        dry_run=get.boolean("dry_run", base.dry_run),
+        dry_run=get.flag("dry_run", base.dry_run),
         log_level=get.choice("log_level", base.log_level, LOG_LEVELS),
         log_format=get.choice("log_format", base.log_format, LOG_FORMATS),
         # Bounded well below the unit's TimeoutStopSec (30 s), which must also
@@ -152,7 +140,7 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
     )
 
 
-def _limits(get: _Getter, base: Limits) -> Limits:
+def _limits(get: Values, base: Limits) -> Limits:
     line = int(get.number("max_line_bytes", base.max_line, 512, 1 << 20))
     request = int(get.number("max_request_bytes", base.max_request, 1024, 16 << 20))
     attrs = int(get.number("max_attributes", base.max_attributes, 8, 10_000))
@@ -179,71 +167,6 @@ def _endpoint_problem(item: str) -> str | None:
     if ":" not in item:
         return f"{item!r}: an endpoint needs arguments, e.g. tcp:10040:interface=127.0.0.1"
     return None
-
-
-@dataclass(slots=True)
-class _Getter:
-    """Typed reads from one TOML table, recording a problem per bad value."""
-
-    table: Mapping[str, Any]
-    place: str
-    problems: Problems
-
-    def _bad(self, key: str, reason: str) -> None:
-        self.problems.error(f"{self.place}.{key}", reason)
-
-    def number(self, key: str, default: float, low: float, high: float) -> float:
-        value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self._bad(key, f"must be a number, not {value!r}")
-            return default
-        if not low <= value <= high:
-            self._bad(key, f"{value!r} is out of range {low:g}..{high:g}")
-            return default
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.table.get(key, default)
-        if not isinstance(value, bool):
-            self._bad(key, f"must be true or false, not {value!r}")
-            return default
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.table.get(key, default)
-        if value not in choices:
-            self._bad(key, f"{value!r} is not one of {', '.join(choices)}")
-            return default
-        return str(value)
-
-    def listed(
-        self, key: str, default: tuple[str, ...], check: Callable[[str], str | None]
-    ) -> tuple[str, ...]:
-        value = self.table.get(key, list(default))
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self._bad(key, "must be a list of strings")
-            return default
-        for index, item in enumerate(value):
-            reason = check(item)
-            if reason:
-                self.problems.error(f"{self.place}.{key}[{index}]", reason)
-        return tuple(value)
-
-    def action(self, key: str, default: Action) -> Action:
-        value = self.table.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self._bad(key, f"must be an action string, not {value!r}")
-            return default
-        try:
-            parsed = parse_action(value)
-        except ReplyError as exc:
-            self._bad(key, str(exc))
-            return default
-        for warning in parsed.warnings:
-            self.problems.warn(f"{self.place}.{key}", warning)
-        return parsed.action
 
 
 __all__ = ["DEFAULT_PATH", "Config", "ConfigError", "DaemonConfig", "load_config"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +61,17 @@ class ConfigError(Exception):
 
     def __iter__(self) -> Iterator[Problem]:
         return iter(self.errors)
+
+
+def report_lines(
+    source: object, errors: Sequence[Problem], warnings: Sequence[Problem]
+) -> list[str]:
+    """What every command-line tool prints about a load, refused or not.
+
+    ``error:`` and ``warning:`` lines, then the verdict when an error refused it;
+    `postgate check`, ``replay``, ``diff``, ``test`` and the pytest plugin all agree.
+    """
+    lines = [f"error: {p}" for p in errors] + [f"warning: {p}" for p in warnings]
+    if errors:
+        lines.append(f"{source}: {len(errors)} error(s); configuration refused")
+    return lines

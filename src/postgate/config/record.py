@@ -6,10 +6,11 @@ it imports nothing from the config loader or the rule engine.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from postgate.config.values import Values, check_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -37,24 +38,21 @@ def parse_record_settings(
     raw: Mapping[str, Any], problems: Problems, base_dir: Path | None = None
 ) -> RecordSettings:
     """Validate a ``[record]`` table; a relative path is relative to ``base_dir``."""
-    for key in raw:
-        if key not in _KEYS:
-            hint = difflib.get_close_matches(key, _KEYS, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            problems.error(f"record.{key}", f"unknown setting{extra}; known: {', '.join(_KEYS)}")
+    check_keys(raw, _KEYS, "record", problems)
     base = RecordSettings()
+    get = Values(raw, "record", problems)
     path = _path(raw.get("path"), problems, base_dir)
-    enabled = _flag(raw, "enabled", base.enabled, problems)
+    enabled = get.flag("enabled", base.enabled)
     if enabled and path is None:
         problems.error("record.enabled", "recording needs record.path")
     return RecordSettings(
         path=path,
         enabled=enabled,
-        max_bytes=_count(raw, "max_bytes", base.max_bytes, (0, 1 << 40), problems),
-        keep=_count(raw, "keep", base.keep, (0, 1000), problems),
-        redact=_flag(raw, "redact", base.redact, problems),
-        decisions=_flag(raw, "decisions", base.decisions, problems),
-        max_pending=_count(raw, "max_pending", base.max_pending, (1, 10_000_000), problems),
+        max_bytes=get.count("max_bytes", base.max_bytes, 0, 1 << 40),
+        keep=get.count("keep", base.keep, 0, 1000),
+        redact=get.flag("redact", base.redact),
+        decisions=get.flag("decisions", base.decisions),
+        max_pending=get.count("max_pending", base.max_pending, 1, 10_000_000),
     )
 
 
@@ -66,22 +64,3 @@ def _path(value: Any, problems: Problems, base_dir: Path | None) -> Path | None:
         return None
     path = Path(value)
     return base_dir / path if base_dir is not None and not path.is_absolute() else path
-
-
-def _flag(raw: Mapping[str, Any], key: str, default: bool, problems: Problems) -> bool:
-    value = raw.get(key, default)
-    if not isinstance(value, bool):
-        problems.error(f"record.{key}", f"must be true or false, not {value!r}")
-        return default
-    return value
-
-
-def _count(
-    raw: Mapping[str, Any], key: str, default: int, bounds: tuple[int, int], problems: Problems
-) -> int:
-    value = raw.get(key, default)
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        problems.error(f"record.{key}", f"must be a whole number in {low}..{high}, not {value!r}")
-        return default
-    return value

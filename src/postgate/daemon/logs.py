@@ -31,7 +31,6 @@ from zope.interface import provider
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
-LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 # The request attributes every `decision` event carries (and `evaluation_failed`).
 DECISION_FIELDS: Final = ("protocol_state", "client_address", "sender", "recipient")
 

@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from postgate.replies.actions import Action, ReplyError, named_reply, parse_action
+from postgate.config.values import check_keys, read_action, suggest
+from postgate.replies.catalogue import named_reply
+from postgate.replies.model import Action
+from postgate.replies.text import ReplyError
 from postgate.rules import match
 from postgate.rules.attributes import KNOWN, STATES
 from postgate.rules.conditions import Context, attribute_error, compile_condition
@@ -21,7 +24,6 @@ from postgate.rules.facts import fold
 from postgate.rules.lists import load_lists
 from postgate.rules.model import DEFAULT_RULE, Group, Node, Rule
 from postgate.rules.shortcuts import SHORTCUTS, Expansion, expand
-from postgate.rules.tables import check_keys, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -198,7 +200,9 @@ class _Compiler:
 
     def _default(self, shortcut: Expansion, place: str) -> Action | None:
         key, value = shortcut.default
-        found = self._named(value, place) if key == "reply" else self._literal(value, place)
+        if key != "reply":
+            return read_action(value, place, self.ctx.problems)
+        found = self._named(value, place)
         return found if isinstance(found, Action) else None
 
     def _one_action(
@@ -210,7 +214,7 @@ class _Compiler:
             self.ctx.error(place, f"give either {literal} or {named}, not both")
             return False
         if literal in table:
-            return self._parsed(table[literal], f"{place}.{literal}")
+            return read_action(table[literal], f"{place}.{literal}", self.ctx.problems) or False
         if named in table:
             return self._named(table[named], f"{place}.{named}")
         if required:
@@ -219,22 +223,6 @@ class _Compiler:
             )
             return False
         return None
-
-    def _parsed(self, value: Any, place: str) -> Action | bool:
-        if not isinstance(value, str):
-            self.ctx.error(place, f"must be an action string, not {value!r}")
-            return False
-        return self._literal(value, place) or False
-
-    def _literal(self, text: str, place: str) -> Action | None:
-        try:
-            parsed = parse_action(text)
-        except ReplyError as exc:
-            self.ctx.error(place, str(exc))
-            return None
-        for warning in parsed.warnings:
-            self.ctx.problems.warn(place, warning)
-        return parsed.action
 
     def _named(self, value: Any, place: str) -> Action | bool:
         if not isinstance(value, str):

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.values import Values, check_keys, suggest
 from postgate.rules import match
 from postgate.rules.attributes import DOMAIN, FINGERPRINT, FOLDED, IP, KNOWN, NUMERIC
 from postgate.rules.facts import fold
 from postgate.rules.lists import DomainSet, NamedList, parse_entry
 from postgate.rules.networks import Network, NetworkSet
 from postgate.rules.patterns import Pattern, PatternError, compile_pattern
-from postgate.rules.tables import check_keys, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -84,7 +84,7 @@ def _equality(name: str, value: Any, place: str, ctx: Context) -> Condition | No
 
 def _table(name: str, table: dict[str, Any], place: str, ctx: Context) -> Condition | None:
     check_keys(table, OPERATORS, place, ctx.problems)
-    negated = _flag(table, "negate", place, ctx)
+    negated = Values(table, place, ctx.problems).flag("negate")
     parts: list[Condition | None] = []
     for op, builder in _BUILDERS.items():
         if op in table:
@@ -100,12 +100,9 @@ def _table(name: str, table: dict[str, Any], place: str, ctx: Context) -> Condit
     return match.negate(condition) if negated else condition
 
 
-def _flag(table: Mapping[str, Any], key: str, place: str, ctx: Context) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        ctx.error(f"{place}.{key}", "must be true or false")
-        return False
-    return value
+def _operands(table: Mapping[str, Any], place: str, ctx: Context) -> Values:
+    """The operator table an operator at ``place`` belongs to, for its flags."""
+    return Values(table, place.rsplit(".", 1)[0], ctx.problems)
 
 
 def _strings(value: Any, place: str, ctx: Context) -> list[str] | None:
@@ -192,7 +189,7 @@ def _domain(name: str, table: Mapping[str, Any], place: str, ctx: Context) -> Co
         ctx.error(place, f"domain tests a domain attribute ({', '.join(sorted(DOMAIN))})")
         return None
     items = _strings(table["domain"], place, ctx)
-    subdomains = _flag(table, "subdomains", place.rsplit(".", 1)[0], ctx)
+    subdomains = _operands(table, place, ctx).flag("subdomains")
     if items is None:
         return None
     names = inline_domains(items, place, ctx)
@@ -229,11 +226,11 @@ def _comparison(op: str) -> Callable[[str, Mapping[str, Any], str, Context], Con
 
 
 def _empty(name: str, table: Mapping[str, Any], place: str, ctx: Context) -> Condition | None:
-    return match.empty(name, _flag(table, "empty", place.rsplit(".", 1)[0], ctx))
+    return match.empty(name, _operands(table, place, ctx).flag("empty"))
 
 
 def _present(name: str, table: Mapping[str, Any], place: str, ctx: Context) -> Condition | None:
-    return match.present(name, _flag(table, "present", place.rsplit(".", 1)[0], ctx))
+    return match.present(name, _operands(table, place, ctx).flag("present"))
 
 
 _BUILDERS: Final[

@@ -15,14 +15,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from postgate.replies.actions import DUNNO
+from postgate.replies.model import DUNNO
 from postgate.rules.model import DEFAULT_RULE, Decision, Rule
 from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from postgate.replies.actions import Action
+    from postgate.replies.model import Action
     from postgate.rules.lists import NamedList
     from postgate.rules.match import Condition
     from postgate.rules.model import Needs, Node

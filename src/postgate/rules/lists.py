@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.values import Values, check_keys
 from postgate.rules.networks import Network, NetworkSet, parse_network
-from postgate.rules.tables import check_keys
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -209,12 +209,14 @@ def _load_one(name: str, table: Any, base_dir: Path, problems: Problems) -> Name
         problems.error(place, "must be a table with type = ... and items = [...] or file = ...")
         return None
     check_keys(table, LIST_KEYS, place, problems)
-    kind = table.get("type")
-    if kind not in KINDS:
-        problems.error(f"{place}.type", f"{kind!r} is not one of {', '.join(KINDS)}")
+    get = Values(table, place, problems)
+    kind = get.choice("type", None, KINDS)
+    if kind is None:
         return None
     errors = len(problems.errors)
-    subdomains = _subdomains(table, kind, place, problems)
+    subdomains = get.flag("subdomains")
+    if subdomains and kind != "domain":
+        problems.error(f"{place}.subdomains", "only domain lists have subdomains")
     values = _inline(table, kind, place, problems)
     values += _from_file(table, kind, f"{place}.file", base_dir, problems)
     if "items" not in table and "file" not in table:
@@ -224,16 +226,6 @@ def _load_one(name: str, table: Any, base_dir: Path, problems: Problems) -> Name
     if not size and errors == len(problems.errors) and ("items" in table or "file" in table):
         problems.warn(place, "the list is empty")
     return NamedList(name, kind, entries, size, digest_of(kind, entries), subdomains)
-
-
-def _subdomains(table: Mapping[str, Any], kind: str, place: str, problems: Problems) -> bool:
-    value: object = table.get("subdomains", False)
-    if not isinstance(value, bool):
-        problems.error(f"{place}.subdomains", "must be true or false")
-        return False
-    if value and kind != "domain":
-        problems.error(f"{place}.subdomains", "only domain lists have subdomains")
-    return value
 
 
 def _inline(table: Mapping[str, Any], kind: str, place: str, problems: Problems) -> list[object]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from postgate.replies.actions import Action
+    from postgate.replies.model import Action
     from postgate.rules.match import Condition
 
 DEFAULT_RULE: Final = "DEFAULT"

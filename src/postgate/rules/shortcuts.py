@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.values import check_keys
 from postgate.rules import match
 from postgate.rules.conditions import (
     Context,
@@ -19,7 +20,6 @@ from postgate.rules.conditions import (
     inline_networks,
     list_condition,
 )
-from postgate.rules.tables import check_keys
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

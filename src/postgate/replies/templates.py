@@ -1,0 +1,154 @@
+"""``{placeholder}`` templates: split once at load, filled with sanitised request values.
+
+A value a client sent ends up in the reply only through `sanitise`, so no
+request can put a line break, a non-ASCII character or more than `VALUE_MAX`
+characters into what Postfix sends, and the whole text is cut to fit the
+reply line (`text.MAX_TEXT`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from postgate.replies.text import CONTROL, DSN_LIKE, MAX_TEXT, ReplyError, too_long
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from postgate.wire.codec import PolicyRequest
+
+# Each inserted request value is cut to this many characters.
+VALUE_MAX: Final = 64
+ELLIPSIS: Final = "..."
+
+PLACEHOLDERS: Final = (
+    "client_address",
+    "client_name",
+    "sender",
+    "recipient",
+    "helo_name",
+    "sender_domain",
+    "recipient_domain",
+    "sasl_username",
+    "protocol_state",
+    "queue_id",
+    "rule",
+)
+
+_TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A text split at its placeholders, with the action head to put before it.
+
+    ``literals`` has one more item than ``names``. ``pinned`` is the head with
+    Postfix's default enhanced code, used when the rendered text starts like
+    one: Postfix would otherwise take a client's value as the code (dsn_split).
+    """
+
+    literals: tuple[str, ...]
+    names: tuple[str, ...]
+    head: str = ""
+    pinned: str | None = None
+
+    def render(self, request: PolicyRequest, rule_id: str) -> str:
+        parts = [self.head, " ", self.literals[0]]
+        for name, literal in zip(self.names, self.literals[1:], strict=True):
+            parts += (_value(name, request, rule_id), literal)
+        line = "".join(parts)
+        if len(line) - len(self.head) - 1 > MAX_TEXT:
+            line = self.head + " " + cap(line[len(self.head) + 1 :], MAX_TEXT)
+        if self.pinned and DSN_LIKE.match(line, len(self.head) + 1):
+            return self.pinned + line[len(self.head) :]
+        return line
+
+
+def compile_template(text: str) -> Template:
+    """Split ``text`` at its placeholders; ``{{``/``}}`` are literal braces."""
+    literals: list[str] = []
+    names: list[str] = []
+    current: list[str] = []
+    last = 0
+    for token in _TOKEN.finditer(text):
+        current.append(text[last : token.start()])
+        last = token.end()
+        if token.group(0) in ("{{", "}}"):
+            current.append(token.group(0)[0])
+            continue
+        names.append(_placeholder(text, token))
+        literals.append("".join(current))
+        current = []
+    current.append(text[last:])
+    literals.append("".join(current))
+    # Measured without the placeholders: their values are capped when rendered.
+    if len("".join(literals)) > MAX_TEXT:
+        raise ReplyError(too_long(len("".join(literals)), MAX_TEXT))
+    return Template(tuple(literals), tuple(names))
+
+
+def _placeholder(text: str, token: re.Match[str]) -> str:
+    name = token.group(1)
+    if name is None:
+        raise ReplyError(
+            f"unbalanced '{token.group(0)}' at position {token.start()} in {text!r}; write "
+            "'{{' or '}}' for a literal brace, or a placeholder like {client_address}."
+        )
+    if name not in PLACEHOLDERS:
+        close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
+        hint = f"did you mean {{{close[0]}}}? " if close else ""
+        raise ReplyError(
+            f"unknown placeholder {{{name}}} in {text!r}; {hint}known placeholders: "
+            f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)} ('{{' and '}}' for braces)."
+        )
+    return name
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2] if "@" in address else ""
+
+
+_GETTERS: Final[Mapping[str, Callable[[PolicyRequest, str], str]]] = MappingProxyType(
+    {
+        "rule": lambda _, rule_id: rule_id,
+        "sender_domain": lambda request, _: _domain(request.get("sender")),
+        "recipient_domain": lambda request, _: _domain(request.get("recipient")),
+    }
+)
+
+
+def _value(name: str, request: PolicyRequest, rule_id: str) -> str:
+    getter = _GETTERS.get(name)
+    raw = getter(request, rule_id) if getter else request.get(name)
+    return sanitise(raw, "<>" if name == "sender" else "unknown")
+
+
+def sanitise(value: str, empty: str = "unknown", limit: int = VALUE_MAX) -> str:
+    """Make a client-controlled value safe inside a reply text.
+
+    Everything outside printable ASCII (controls, DEL, non-ASCII, the lone
+    surrogates the decoder keeps for invalid UTF-8) becomes ``?``, so tampering
+    stays visible; runs of spaces shrink to one; the result is cut to ``limit``.
+    The raw value is cut first so a 16 KiB attribute costs no more than a short one.
+    """
+    cleaned = " ".join(CONTROL.sub("?", value[: 4 * limit]).split())
+    return cap(cleaned, limit) if cleaned else empty
+
+
+def cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+
+
+__all__ = [
+    "ELLIPSIS",
+    "PLACEHOLDERS",
+    "VALUE_MAX",
+    "Template",
+    "cap",
+    "compile_template",
+    "sanitise",
+]
