@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from postgate.wire.codec import encode_request
-from tests.integration.daemon import Daemon, ask, connect, drive, free_port
+from tests.integration.support.daemon import Daemon, ask, connect, drive
+from tests.integration.support.net import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

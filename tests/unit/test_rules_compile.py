@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from postgate.wire.codec import PolicyRequest
-from tests.unit.rules_support import (
+from tests.unit.support.rules import (
     compile_problems,
     compile_toml,
     outcome,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.unit.rules_support import compile_problems, rule_of
+from tests.unit.support.rules import compile_problems, rule_of
 
 if TYPE_CHECKING:
     from pathlib import Path

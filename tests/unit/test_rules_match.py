@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from postgate.wire.codec import PolicyRequest
-from tests.unit.rules_support import compile_toml, rule_of
+from tests.unit.support.rules import compile_toml, rule_of
 
 if TYPE_CHECKING:
     from postgate.rules import Ruleset

@@ -16,7 +16,7 @@ from postgate.rules.match import View
 from postgate.rules.program import _Writer
 from postgate.wire.codec import PolicyRequest
 from postgate.wire.policy_files import read_policy_file
-from tests.unit.rules_support import ROOT, compile_toml, reference_ruleset, rule_of
+from tests.unit.support.rules import ROOT, compile_toml, reference_ruleset, rule_of
 
 RULESET = reference_ruleset()
 CASES = read_policy_file(ROOT / "conf" / "examples" / "test_reference.policy")

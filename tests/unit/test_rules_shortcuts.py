@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.unit.rules_support import compile_problems, outcome
+from tests.unit.support.rules import compile_problems, outcome
 
 if TYPE_CHECKING:
     from postgate.config.problems import Problems
