@@ -141,6 +141,7 @@ class TestDebuggable:
         with pytest.raises(LookupError) as caught:
             ruleset.decide(PolicyRequest({"recipient": "a@example.com"}))
         filename = ruleset.program.__code__.co_filename
+        assert f"<postgate ruleset {ruleset.digest}>" == filename
         frame = next(f for f in traceback.extract_tb(caught.tb) if f.filename == filename)
         generated = ruleset.source.splitlines()[frame.lineno - 1] if frame.lineno else ""
         assert ("decide", generated.strip()) == (frame.name, frame.line)

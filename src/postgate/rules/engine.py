@@ -79,12 +79,12 @@ class Ruleset:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_decision", Decision(self.default, DEFAULT_RULE))
-        program, failing, source = build(self.nodes, self.default_decision)
+        object.__setattr__(self, "digest", self._digest())  # names the generated source
+        program, failing, source = build(self.nodes, self.default_decision, self.digest)
         object.__setattr__(self, "program", program)
         object.__setattr__(self, "failing", failing)
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "rule_count", sum(1 for _ in walk(self.nodes)))
-        object.__setattr__(self, "digest", self._digest())
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
         if not trace:

@@ -19,14 +19,14 @@ top of the function; the others where they are tested. None of them can
 raise on request content, which keeps deciding total.
 
 The source is registered with `linecache` under ``<postgate ruleset DIGEST>``
-(a hash of the source) for as long as a function compiled from it lives, so a
-traceback or pdb shows the generated line; ``postgate show --python`` prints
-it. All of this happens once per build, nothing per request.
+(the digest that ``postgate check`` and the daemon's logs show) for as long as
+a function compiled from it lives, so a traceback or pdb shows the generated
+line; ``postgate show --python`` prints it. All of this happens once per
+build, nothing per request.
 """
 
 from __future__ import annotations
 
-import hashlib
 import linecache
 import re
 import reprlib
@@ -190,7 +190,9 @@ def _hoist(writer: _Writer, nodes: Sequence[Node]) -> None:
         writer.hoisted[seen] = local
 
 
-def build(nodes: Sequence[Node], default: Decision) -> tuple[Program, dict[str, FirstFailing], str]:
+def build(
+    nodes: Sequence[Node], default: Decision, digest: str
+) -> tuple[Program, dict[str, FirstFailing], str]:
     """``decide(raw)`` for these rules, per rule id a trace helper, and their source.
 
     The helper returns the index of the node's first condition that fails,
@@ -212,7 +214,7 @@ def build(nodes: Sequence[Node], default: Decision) -> tuple[Program, dict[str, 
             writer.lines.append(f"        return {index}")
         writer.lines.append("    return -1")
     source = "\n".join(writer.lines) + "\n"
-    namespace = _run(source, writer.namespace)
+    namespace = _run(source, writer.namespace, f"<postgate ruleset {digest}>")
     decide = namespace["decide"]
     return decide, {rule: namespace[name] for rule, name in failing.items()}, source
 
@@ -224,18 +226,17 @@ def walk(nodes: Sequence[Node]) -> Iterator[Node]:
         yield from walk(getattr(node, "children", ()))
 
 
-def _run(source: str, namespace: dict[str, Any]) -> dict[str, Any]:
+def _run(source: str, namespace: dict[str, Any], filename: str) -> dict[str, Any]:
     if not _SAFE.fullmatch(source):  # pragma: no cover - only a bug here could fail this
         raise AssertionError("generated rule source holds unexpected text")
-    filename = f"<postgate ruleset {hashlib.sha256(source.encode()).hexdigest()[:12]}>"
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - see module doc
     _register(filename, source, namespace["decide"])
     return namespace
 
 
-# How many live decide functions were compiled from each registered source:
-# rulesets with the same rule structure share one, and the last one to go
-# takes the lines out of linecache, so reloads do not pile sources up.
+# How many live decide functions were compiled under each registered name:
+# equal rulesets share one, and the last one to go takes the lines out of
+# linecache, so reloads do not pile sources up.
 _USERS: Final[dict[str, int]] = {}
 _USERS_LOCK: Final = threading.Lock()  # reloads build in a thread; finalizers run anywhere
 
