@@ -296,7 +296,6 @@ class TestActionTypes:
     def test_prepend_adds_the_header_to_the_delivered_message(
         self, observed: dict[str, Observation]
     ) -> None:
-        """PREPEND: the header is in the message as delivered."""
         expected = (["X-Postgate: tagged"], [("all", r("prepend"))])
         obs = observed["prepend"]
         assert expected == (obs.extra_headers, obs.delivered)

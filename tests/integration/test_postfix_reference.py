@@ -236,7 +236,6 @@ class TestReferenceRuleset:
         assert expected == rules
 
     def test_accepted_messages_are_delivered(self, observed: dict[str, Observation]) -> None:
-        """Messages postgate lets through reach the recipient's mailbox."""
         delivered = {o.scenario.name: o.delivered_to for o in observed.values() if o.delivered_to}
         expected = {"login with TLS": [USER], "mail for a local domain": [USER]}
         assert expected == delivered
