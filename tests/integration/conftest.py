@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.needs import need
-from tests.integration.postfix import LogWindow, PrivatePostfix, log_checked, missing_reason
-from tests.integration.postgates import EXAMPLES, Postgates, list_entries
+from tests.integration.support.needs import need
+from tests.integration.support.postfix import LogWindow, PrivatePostfix, log_checked, missing_reason
+from tests.integration.support.postgates import EXAMPLES, Postgates, list_entries
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

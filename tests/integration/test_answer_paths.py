@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from postgate.commands.replay import evaluate, load_engine
 from postgate.wire.codec import PolicyRequest, encode_request
 from postgate.wire.policy_files import Case, read_policy_file
-from tests.integration.daemon import Daemon, drive, free_port
+from tests.integration.support.daemon import Daemon, drive
+from tests.integration.support.net import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

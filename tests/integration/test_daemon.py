@@ -7,62 +7,17 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from postgate.wire.codec import encode_request
-from tests.integration.daemon import Daemon, ask, connect, drive, free_port
+from tests.integration.support.daemon import Daemon, ask, connect, drive
+from tests.integration.support.echo import conversation, echo_reply, request, rss_kib, write_config
+from tests.integration.support.net import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-ECHO = """\
-[daemon]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-log_level = "{level}"
-
-[[rules]]
-id = "ECHO"
-action = "550 5.7.1 {word} {{recipient}}"
-"""
-
-
-def write_config(tmp_path: Path, port: int, word: str = "echo", level: str = "info") -> Path:
-    path = tmp_path / "postgate.toml"
-    path.write_text(ECHO.format(port=port, word=word, level=level))
-    return path
-
-
-def request(recipient: str, **extra: str) -> dict[str, str]:
-    attrs = {
-        "request": "smtpd_access_policy",
-        "protocol_state": "RCPT",
-        "client_address": "192.0.2.7",
-        "sender": "s@example.org",
-        "recipient": recipient,
-    }
-    attrs.update(extra)
-    return attrs
-
-
-def echo_reply(word: str, recipient: str) -> bytes:
-    return f"action=550 5.7.1 {word} {recipient}\n\n".encode()
-
-
-def conversation(conn: int, count: int = 50) -> Iterator[tuple[bytes, bytes]]:
-    for seq in range(count):
-        rcpt = f"c{conn}-n{seq}@example.com"
-        yield encode_request(request(rcpt)), echo_reply("echo", rcpt)
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
+    from pathlib import Path
 
 TRANSPORTS = ["tcp", "tcp6", "unix"]
 

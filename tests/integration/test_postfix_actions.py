@@ -20,16 +20,17 @@ import pytest
 
 from postgate.replies.catalogue import NAMED
 from postgate.replies.model import Verb
-from tests.integration.postfix import PrivatePostfix, log_checked, wait_until
-from tests.integration.postfix_config import LATER_REJECT_LOCALPART
-from tests.integration.postfix_table import Row, code, render, stale_hint, sync
-from tests.integration.postgates import Listener, Postgates, decision
-from tests.integration.smtp_client import Client, Reply, SmtpSession, message, new_token
+from tests.integration.support.postfix import PrivatePostfix, log_checked
+from tests.integration.support.postfix_config import LATER_REJECT_LOCALPART
+from tests.integration.support.postfix_table import Row, code, render, stale_hint, sync
+from tests.integration.support.postgates import Listener, Postgates, decision
+from tests.integration.support.smtp_client import Client, Reply, SmtpSession, message, new_token
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
-    from tests.integration.daemon import Daemon
+    from tests.integration.support.daemon import Daemon
 
 DOMAIN = "example.com"
 CLIENT = Client()
@@ -296,7 +297,6 @@ class TestActionTypes:
     def test_prepend_adds_the_header_to_the_delivered_message(
         self, observed: dict[str, Observation]
     ) -> None:
-        """PREPEND: the header is in the message as delivered."""
         expected = (["X-Postgate: tagged"], [("all", r("prepend"))])
         obs = observed["prepend"]
         assert expected == (obs.extra_headers, obs.delivered)

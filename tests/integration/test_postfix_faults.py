@@ -19,18 +19,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.postfix import WAIT, LogWindow, PrivatePostfix, wait_until
-from tests.integration.postfix_config import DEFAULT_ACTION
-from tests.integration.postfix_table import Row, code, render, stale_hint, sync
-from tests.integration.postgates import Listener, Postgates
-from tests.integration.scripted_policy import ScriptedPolicy
-from tests.integration.smtp_client import Client, Reply, SmtpSession, message, new_token
+from tests.integration.support.postfix_config import DEFAULT_ACTION
+from tests.integration.support.postfix_table import Row, code, render, stale_hint, sync
+from tests.integration.support.postgates import Listener, Postgates
+from tests.integration.support.scripted_policy import ScriptedPolicy
+from tests.integration.support.smtp_client import Client, Reply, SmtpSession, message, new_token
+from tests.support.waiting import WAIT, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
-    from tests.integration.daemon import Daemon
+    from tests.integration.support.daemon import Daemon
+    from tests.integration.support.postfix import LogWindow, PrivatePostfix
 
 BLOCKED = "blocked@example.com"
 OPEN = "open@example.com"

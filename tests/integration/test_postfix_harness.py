@@ -13,9 +13,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.postfix import LogWindow, PrivatePostfix, postfix_version
-from tests.integration.scripted_policy import ScriptedPolicy
-from tests.integration.smtp_client import Client, SmtpSession, client_tls, message, new_token
+from tests.integration.support.postfix import LogWindow, PrivatePostfix, postfix_version
+from tests.integration.support.scripted_policy import ScriptedPolicy
+from tests.integration.support.smtp_client import (
+    Client,
+    SmtpSession,
+    client_tls,
+    message,
+    new_token,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping

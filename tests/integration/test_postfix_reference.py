@@ -16,10 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.integration.postfix import PrivatePostfix, log_checked, postfix_version
-from tests.integration.postfix_table import Row, code, render, stale_hint, sync
-from tests.integration.postgates import EXAMPLES, Listener, Postgates, decision, list_entries
-from tests.integration.smtp_client import (
+from tests.integration.support.postfix import PrivatePostfix, log_checked, postfix_version
+from tests.integration.support.postfix_table import Row, code, render, stale_hint, sync
+from tests.integration.support.postgates import (
+    EXAMPLES,
+    Listener,
+    Postgates,
+    decision,
+    list_entries,
+)
+from tests.integration.support.smtp_client import (
     Client,
     Reply,
     SmtpSession,
@@ -30,7 +36,7 @@ from tests.integration.smtp_client import (
 )
 
 if TYPE_CHECKING:
-    from tests.integration.daemon import Daemon
+    from tests.integration.support.daemon import Daemon
 
 LISTS = EXAMPLES / "lists"
 LOCAL = list_entries(LISTS / "local-domains.txt")[0]
@@ -230,7 +236,6 @@ class TestReferenceRuleset:
         assert expected == rules
 
     def test_accepted_messages_are_delivered(self, observed: dict[str, Observation]) -> None:
-        """Messages postgate lets through reach the recipient's mailbox."""
         delivered = {o.scenario.name: o.delivered_to for o in observed.values() if o.delivered_to}
         expected = {"login with TLS": [USER], "mail for a local domain": [USER]}
         assert expected == delivered

@@ -17,7 +17,8 @@ from postgate.commands import rule_tests as admin
 from postgate.commands.replay import Engine, check, evaluate, has_expectation, load_engine
 from postgate.wire.codec import PolicyRequest, encode, encode_request
 from postgate.wire.policy_files import Case, read_policy_file
-from tests.integration.daemon import Daemon, ask, connect, drive, free_port
+from tests.integration.support.daemon import Daemon, ask, connect, drive
+from tests.integration.support.net import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -32,9 +32,9 @@ from twisted.internet.threads import deferToThread
 
 from postgate.daemon.systemd import InheritedUnixEndpoint
 from postgate.wire.policy_files import read_policy_file
-from tests.integration.daemon import ask, connect
-from tests.integration.needs import need
-from tests.integration.test_systemd_units import SERVICE, UNIT_DIR
+from tests.integration.support.daemon import ask, connect
+from tests.integration.support.needs import need
+from tests.integration.support.units import SERVICE, UNIT_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 
 from postgate.config.load import load_config
-from tests.integration.needs import need
+from tests.integration.support.needs import need
+from tests.integration.support.units import REPO, SERVICE, UNIT_DIR
 
-REPO = Path(__file__).resolve().parents[2]
-UNIT_DIR = REPO / "systemd"
-SERVICE = "postgate.service"
 SOCKETS = ("postgate.socket", "postgate-unix.socket")
 UNITS = (SERVICE, *SOCKETS)
 INSTALL_DOC = REPO / "docs" / "install.md"

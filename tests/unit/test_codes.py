@@ -62,7 +62,6 @@ class TestSeedTableRows:
 
     @pytest.mark.parametrize(("code", "fix"), sorted(SEED_FIXES.items()))
     def test_wrong_readings_name_the_reply_to_use(self, code: str, fix: str) -> None:
-        """Where the seed table is wrong, the tool names the correct reply."""
         assert fix in run(code)[1]
 
     @pytest.mark.parametrize(
@@ -129,12 +128,10 @@ class TestCodes:
         ],
     )
     def test_unknown_or_invalid_codes_exit_1(self, query: str, fragment: str) -> None:
-        """Codes the tool cannot vouch for exit 1 with the reason."""
         status, text = run(query)
         assert (1, True) == (status, fragment in text)
 
     def test_several_codes_are_explained_in_turn(self) -> None:
-        """Several code arguments are explained one after the other."""
         status, text = run("552", "5.7.1")
         assert (0, True, True) == (status, text.startswith("552: "), "\n5.7.1: " in text)
 
@@ -174,7 +171,6 @@ class TestReplyLines:
 
 class TestNamesAndListings:
     def test_named_reply_shows_scenario_and_line(self) -> None:
-        """A catalogue name prints its scenario and the checked line."""
         status, text = run("greylisted")
         assert (0, True) == (status, "DEFER_IF_PERMIT 4.7.1 Greylisted, try again later" in text)
 
@@ -200,7 +196,6 @@ class TestNamesAndListings:
 class TestUsage:
     @pytest.mark.parametrize("flag", ["-h", "--help"])
     def test_help_prints_usage(self, flag: str) -> None:
-        """-h and --help print the usage and succeed."""
         assert (0, USAGE) == run(flag)
 
     @pytest.mark.parametrize("argv", [["--bogus"], ["552", "-x"], ["--named", "extra"]])

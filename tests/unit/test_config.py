@@ -82,7 +82,6 @@ BROKEN = [
 
 class TestLoad:
     def test_good_config_loads_with_defaults(self, tmp_path: Path) -> None:
-        """A valid file yields a Config whose unset daemon settings are the defaults."""
         path = tmp_path / "postgate.toml"
         path.write_text(GOOD)
         config = load_config(path)
@@ -102,7 +101,6 @@ class TestLoad:
         ]
 
     def test_all_problems_are_reported_at_once(self, tmp_path: Path) -> None:
-        """Several mistakes in one file are all listed in one pass."""
         path = tmp_path / "postgate.toml"
         path.write_text('[daemon]\nlog_level = "loud"\ndry_run = 1\nallow = ["x"]\n')
         with pytest.raises(ConfigError) as caught:
@@ -175,7 +173,6 @@ class TestCheckCommand:
         assert out.startswith(f"{path}: OK, 1 rules, digest ")
 
     def test_shipped_configs_pass(self) -> None:
-        """The configs in conf/ are valid as shipped."""
         root = Path(__file__).resolve().parents[2] / "conf"
         results = {p.name: run_check(p)[0] for p in sorted(root.rglob("*.toml"))}
         assert results

@@ -61,7 +61,6 @@ class TestParsing:
         )
 
     def test_iso_time_without_zone_is_utc(self) -> None:
-        """`# time: 2023-11-14T22:13:20` is the same instant as 1700000000."""
         (case,) = parse_policy_text("# time: 2023-11-14T22:13:20\nrequest=smtpd_access_policy\n")
         assert 1700000000.0 == case.time
 
@@ -71,7 +70,6 @@ class TestParsing:
         assert "DUNNO" == case.expect
 
     def test_crlf_files_read_like_lf_files(self) -> None:
-        """A file saved with CRLF gives the same values."""
         (case,) = parse_policy_text("request=x\r\nsender=a@b\r\n\r\n")
         assert {"request": "x", "sender": "a@b"} == case.request.as_dict()
 
@@ -81,7 +79,6 @@ class TestParsing:
         assert "2" == case.request["size"]
 
     def test_other_comments_are_ignored(self) -> None:
-        """Free comments inside a block are allowed and carry nothing."""
         (case,) = parse_policy_text("# seen in prod: yes\n# why not\nrequest=x\n")
         assert (None, 1) == (case.expect, len(case.request))
 
@@ -101,7 +98,6 @@ class TestErrors:
         ],
     )
     def test_malformed_files_name_file_and_line(self, text: str, message: str) -> None:
-        """Every error starts with file:line."""
         with pytest.raises(CorpusError) as caught:
             parse_policy_text(text, "f.policy")
         assert str(caught.value).startswith(message)
@@ -119,7 +115,6 @@ class TestFiles:
         )
 
     def test_empty_file_has_no_cases(self, tmp_path: Path) -> None:
-        """An empty file is valid and empty."""
         path = tmp_path / "e.policy"
         path.write_text("")
         assert [] == read_policy_file(path)

@@ -141,7 +141,6 @@ class TestFraming:
         assert b"x\x80y" == name.encode("utf-8", "surrogateescape")
 
     def test_several_requests_in_one_feed_come_out_in_order(self) -> None:
-        """One feed may complete several requests."""
         wire = HEAD + b"n=1\n\n" + HEAD + b"n=2\n\n" + HEAD + b"n=3\n\n"
         assert ["1", "2", "3"] == [r["n"] for r in Decoder().feed(wire)]
 
@@ -169,7 +168,6 @@ class TestFraming:
         assert [[], [], [PolicyRequest({"request": REQUEST_NAME, "n": "1"})]] == fed
 
     def test_empty_feed_returns_nothing(self) -> None:
-        """Feeding no bytes is harmless."""
         assert [] == Decoder().feed(b"")
 
 
@@ -180,7 +178,6 @@ class TestMalformed:
 
     @pytest.mark.parametrize("kind", [b"", b"SMTPD_ACCESS_POLICY", b"smtpd_access_policy ", b"x"])
     def test_request_attribute_other_than_smtpd_access_policy_is_refused(self, kind: bytes) -> None:
-        """Only ``request=smtpd_access_policy`` is a policy request."""
         refuses(b"request=" + kind + b"\nprotocol_state=RCPT\n\n")
 
     def test_last_request_attribute_decides(self) -> None:
@@ -188,7 +185,6 @@ class TestMalformed:
         refuses(HEAD + b"request=other\n\n")
 
     def test_line_without_equals_is_refused(self) -> None:
-        """Every line of a request is ``name=value``."""
         refuses(HEAD + b"garbage\n\n")
 
     def test_empty_name_is_refused(self) -> None:
@@ -215,7 +211,6 @@ class TestMalformed:
 
 class TestDeadDecoder:
     def test_decoder_keeps_refusing_after_an_error(self) -> None:
-        """After one error even a good request is refused."""
         decoder = refuses(b"garbage\n\n")
         with pytest.raises(ProtocolError, match="already failed"):
             decoder.feed(HEAD + b"\n")
@@ -251,7 +246,6 @@ class TestLineLimit:
         assert [[], [], [PolicyRequest({"request": REQUEST_NAME, "helo_name": "v" * 30})]] == fed
 
     def test_complete_line_over_max_line_is_refused(self) -> None:
-        """One byte too many in a finished line breaks the limit."""
         refuses(HEAD + b"helo_name=" + b"v" * 31 + b"\n\n", self.LIMITS)
 
     def test_last_line_over_max_line_is_refused(self) -> None:
@@ -291,7 +285,6 @@ class TestRequestLimit:
         refuses(self.wire_of_size(101), self.LIMITS)
 
     def test_incomplete_request_is_refused_once_it_cannot_fit(self) -> None:
-        """The request bound applies while the request is still arriving."""
         decoder = Decoder(self.LIMITS)
         wire = self.wire_of_size(101)
         decoder.feed(wire[:100])
@@ -299,7 +292,6 @@ class TestRequestLimit:
             decoder.feed(wire[100:])
 
     def test_crlf_request_counts_its_crs(self) -> None:
-        """The wire size of a CRLF request includes every CR."""
         wire = self.wire_of_size(98)
         assert [1] == [len(Decoder(self.LIMITS).feed(wire))]
         refuses(wire.replace(b"\n", b"\r\n"), self.LIMITS)
@@ -313,7 +305,6 @@ class TestAttributeLimit:
         assert 3 == len(decode_one(HEAD + b"a=1\nb=2\n\n", self.LIMITS))
 
     def test_one_attribute_more_is_refused(self) -> None:
-        """Too many lines break the limit."""
         refuses(HEAD + b"a=1\nb=2\nc=3\n\n", self.LIMITS)
 
     def test_repeats_count_as_attributes(self) -> None:
@@ -377,7 +368,6 @@ class TestPolicyRequest:
         assert REQUEST_NAME == request["request"]
 
     def test_equal_attributes_make_equal_hashable_requests(self) -> None:
-        """Requests compare by value and can be set members."""
         twin = PolicyRequest(self.REQUEST.as_dict())
         assert (True, 1) == (twin == self.REQUEST, len({twin, self.REQUEST}))
 
@@ -418,7 +408,6 @@ class TestEncodeRequest:
         assert (CORPUS / "postfix-3.7-rcpt.request").read_bytes() == encode_request(OBSERVED_RCPT)
 
     def test_escaped_bytes_encode_back_to_the_original(self) -> None:
-        """A value decoded with surrogateescape goes back out as its original bytes."""
         wire = HEAD + b"helo_name=\xff\xc3(\n\n"
         assert wire == encode_request(decode_one(wire))
 
@@ -455,7 +444,6 @@ class TestCorpusGrid:
     def test_chunked_feed_gives_the_same_requests_as_a_whole_one(
         self, path: Path, size: int
     ) -> None:
-        """Read size never changes what is decoded."""
         wire = path.read_bytes()
         assert Decoder().feed(wire) == feed_in_chunks(wire, size)
 

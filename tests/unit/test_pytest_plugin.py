@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from postgate.commands import rule_tests as admin
-from tests.unit.test_replay import BAD, GOOD, RULES, block
+from tests.unit.support.replays import BAD, GOOD, RULES, block
 
 if TYPE_CHECKING:
     import pytest

@@ -31,37 +31,12 @@ from postgate.record.recorder import (
 from postgate.replies.actions import parse_action
 from postgate.wire.codec import Decoder, PolicyRequest, encode_request
 from postgate.wire.policy_files import RECORDING_HEADER, parse_policy_text, read_policy_file
-
-NOW = 1772366400.25  # 2026-03-01T12:00:00.25Z
-
-
-def request(n: int = 0, **extra: str) -> PolicyRequest:
-    attrs = {
-        "request": "smtpd_access_policy",
-        "protocol_state": "RCPT",
-        "client_address": "198.51.100.7",
-        "client_port": str(n),
-        "sender": "alice.smith@example.org",
-        "recipient": f"bob{n}@example.com",
-        "sasl_username": "",
-    }
-    attrs.update(extra)
-    return PolicyRequest(attrs)
-
-
-def settings(path: Path, **changes: object) -> RecordSettings:
-    base = {"path": path, "enabled": True}
-    base.update(changes)
-    return RecordSettings(**base)  # type: ignore[arg-type]
+from tests.unit.support.records import NOW, ports, request, settings
 
 
 def running(pid: int | None) -> bool:
     """Whether ``pid`` is a process of ours that has not been reaped."""
     return pid is not None and Path(f"/proc/{pid}").exists()
-
-
-def ports(path: Path) -> list[int]:
-    return [int(case.request["client_port"]) for case in read_policy_file(path)]
 
 
 class FakeClock:

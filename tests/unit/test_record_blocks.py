@@ -6,26 +6,19 @@
 from __future__ import annotations
 
 import math
-import random
 import threading
 from typing import TYPE_CHECKING
 
 from structlog.testing import capture_logs
 
 from postgate.record.blocks import CopiedBlocks, copy_block, format_time
-from postgate.record.recorder import Recorder, RecordSettings
-from postgate.wire.codec import Decoder, PolicyRequest, encode_request
+from postgate.record.recorder import Recorder
+from postgate.wire.codec import PolicyRequest
 from postgate.wire.policy_files import parse_policy_text, read_policy_file
-from tests.unit.test_record import NOW, request
+from tests.unit.support.records import NOW, moments, ports, received, settings
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def received(n: int = 0, **extra: str) -> PolicyRequest:
-    """`test_record.request` as the decoder hands it over, its received lines kept."""
-    (decoded,) = Decoder().feed(encode_request(request(n, **extra).as_dict()))
-    return decoded
 
 
 def time_line(block: bytes) -> str:
@@ -35,19 +28,6 @@ def time_line(block: bytes) -> str:
 def rounds_up(now: float) -> bool:
     """Whether format_time carries the microseconds of ``now`` into the next second."""
     return round((now - math.floor(now)) * 1_000_000) == 1_000_000
-
-
-def moments() -> list[float]:
-    """Times around every rounding edge, in an order that moves back and forth."""
-    fractions = [0.0, 0.25, 0.5, 4e-7, 5e-7, 6e-7, 0.9999994, 0.9999995, 0.9999996, 1 - 2**-30]
-    fractions += [j / 128 for j in range(1, 128, 2)]  # microseconds ending in exactly .5
-    seconds = [0, 1, 59, 86399, 951782400, 1772366399, 1772366400, 4102444800, -1, -86401]
-    rng = random.Random(5)
-    values = [s + f for s in seconds for f in fractions]
-    values += [math.nextafter(v, math.inf) for v in values] + [-0.0, 1e-300]
-    values += [rng.uniform(-1e9, 5e9) for _ in range(2000)]
-    rng.shuffle(values)
-    return values
 
 
 class TestTimeLine:
@@ -120,16 +100,6 @@ class TestSameBytes:
         req = received(helo_name="h\udcffst")
         built = CopiedBlocks().of(req.wire, "REJECT h\udcffst", "R", NOW)
         assert copy_block(req, "REJECT h\udcffst", "R", NOW) == built
-
-
-def settings(path: Path, **changes: object) -> RecordSettings:
-    base = {"path": path, "enabled": True}
-    base.update(changes)
-    return RecordSettings(**base)  # type: ignore[arg-type]
-
-
-def ports(path: Path) -> list[int]:
-    return [int(case.request["client_port"]) for case in read_policy_file(path)]
 
 
 class TestRecorderQueue:

@@ -22,8 +22,7 @@ from postgate.record.blocks import Redactor, encode_block, key_path, load_key
 from postgate.record.recorder import Recorder
 from postgate.wire.codec import Decoder, PolicyRequest
 from postgate.wire.policy_files import RECORDING_HEADER
-from tests.unit.test_record import NOW, request, settings
-from tests.unit.test_record_blocks import moments, received
+from tests.unit.support.records import NOW, moments, received, request, settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -19,7 +19,7 @@ import pytest
 from postgate.record.blocks import format_block
 from postgate.record.writer import FAILURE_LOG_PERIOD, Status, Writer, trim_cut_tail
 from postgate.wire.policy_files import RECORDING_HEADER, read_policy_file
-from tests.unit.test_record import NOW, ports, request
+from tests.unit.support.records import NOW, ports, request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

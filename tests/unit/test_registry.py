@@ -87,7 +87,6 @@ class TestBasicCodes:
         assert set() == {code for code in SEED_NON_STANDARD if registry.is_standard(code)}
 
     def test_unlisted_code_is_not_standard(self) -> None:
-        """A code the data does not know is not standard."""
         assert (False, None) == (registry.is_standard(557), registry.basic(557))
 
     @pytest.mark.parametrize(
@@ -135,5 +134,4 @@ class TestSeedReadings:
         assert [] == validate_reply_line(line)
 
     def test_unknown_code_has_no_seed_reading(self) -> None:
-        """Codes outside the seed table have no reading."""
         assert registry.seed_reading(555) is None

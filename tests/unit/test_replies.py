@@ -152,7 +152,6 @@ class TestConstruction:
             Action(**fields)  # type: ignore[arg-type]
 
     def test_replace_revalidates(self) -> None:
-        """dataclasses.replace goes through the same checks."""
         with pytest.raises(ReplyError):
             dataclasses.replace(named_reply("relay_denied"), dsn="4.7.1")
 
@@ -377,7 +376,6 @@ class TestTemplates:
         assert "450 4.7.1 5.7.1 later" == action.render(request, "R")
 
     def test_prepend_value_may_use_placeholders(self) -> None:
-        """PREPEND renders placeholders in the header value."""
         action = parse_action("PREPEND X-Postgate-Rule: {rule}").action
         assert "PREPEND X-Postgate-Rule: BL_1" == action.render(REQUEST, "BL_1")
 
@@ -438,7 +436,6 @@ class TestNamedCatalogue:
         assert NAMED["relay_denied"] is named_reply(" Relay_Denied ")
 
     def test_unknown_name_suggests_close_names(self) -> None:
-        """A misspelt name is refused with the closest catalogue names."""
         with pytest.raises(ReplyError, match="did you mean relay_denied"):
             named_reply("relay_deny")
 
@@ -473,7 +470,6 @@ class TestValidator:
         ],
     )
     def test_good_lines_pass(self, line: str) -> None:
-        """Lines postgate may send have no problems."""
         assert [] == validate_reply_line(line)
 
     @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from postgate.wire.codec import PolicyRequest
-from tests.unit.rules_support import (
+from tests.unit.support.rules import (
     compile_problems,
     compile_toml,
     outcome,
@@ -145,7 +145,6 @@ class TestRuleShape:
         ] == errors(text)
 
     def test_every_error_is_collected_in_one_pass(self) -> None:
-        """Three broken rules give three errors, not one."""
         text = "".join(f'[[rules]]\nid = "R{i}"\nhelo_nam = "x"\naction = "OK"\n' for i in range(3))
         assert 3 == len(errors(text))
 
@@ -204,7 +203,6 @@ class TestGroups:
         )
 
     def test_nested_group_decides(self) -> None:
-        """A group inside a group works the same way."""
         compiled = compile_toml(GROUPED)
         assert ("DEEP", "REJECT") == outcome(
             compiled, protocol_state="RCPT", client_address="192.0.2.1", helo_name="x.example"
@@ -262,7 +260,6 @@ class TestDescribeAndDigest:
         assert tried_order(reference_ruleset()) == order
 
     def test_describe_shows_shortcut_expansion(self) -> None:
-        """A shortcut is printed as the conditions it stands for."""
         lines = reference_ruleset().describe()
         assert (
             "    SIZE: [size_limit] if size > 10485760 "

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from postgate.replies.model import Action
 from postgate.rules.attributes import POSTFIX
 from postgate.wire.codec import PolicyRequest
-from tests.unit.rules_support import reference_ruleset, tried_order
+from tests.unit.support.rules import reference_ruleset, tried_order
 
 RULESET = reference_ruleset()
 IDS = set(tried_order(RULESET))

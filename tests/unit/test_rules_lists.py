@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.unit.rules_support import compile_problems, rule_of
+from tests.unit.support.rules import compile_problems, rule_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -165,7 +165,6 @@ class TestListKinds:
         ] == [f"{p.place}: {p.reason}" for p in problems.errors]
 
     def test_unknown_list_name_suggests_a_close_one(self, tmp_path: Path) -> None:
-        """A typo in a list name gets a did-you-mean."""
         text = use("domain", "sender_domain", 'items = ["example.net"]')
         text = text.replace("[lists.x]", "[lists.sender_blocklist]")
         _, problems = compile_in(tmp_path, text.replace('list = "x"', 'list = "sender_blocklst"'))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from postgate.wire.codec import PolicyRequest
-from tests.unit.rules_support import compile_toml, rule_of
+from tests.unit.support.rules import compile_toml, rule_of
 
 if TYPE_CHECKING:
     from postgate.rules import Ruleset
@@ -28,7 +28,6 @@ def hits(compiled: Ruleset, **attrs: str) -> bool:
 
 class TestEquality:
     def test_a_plain_string_matches_the_same_value(self) -> None:
-        """`helo_name = "localhost"` matches exactly that HELO."""
         assert hits(rule('helo_name = "localhost"'), helo_name="localhost")
 
     def test_host_names_compare_case_insensitively(self) -> None:
@@ -40,11 +39,9 @@ class TestEquality:
         ]
 
     def test_a_trailing_dot_on_a_domain_is_ignored(self) -> None:
-        """`example.com.` is the same domain as `example.com`."""
         assert hits(rule('helo_name = "mx.example.com"'), helo_name="mx.example.com.")
 
     def test_a_list_of_values_is_ored(self) -> None:
-        """Any of several values matches."""
         compiled = rule('client_name = ["a.example", "b.example"]')
         assert [True, True, False] == [
             hits(compiled, client_name=n) for n in ("a.example", "B.example", "c.example")
@@ -154,7 +151,6 @@ class TestNetworks:
 
 class TestDomains:
     def test_domain_without_subdomains_is_exact(self) -> None:
-        """A plain domain operator does not reach below the domain."""
         compiled = rule('client_name = { domain = ["example.net"] }')
         assert (True, False) == (
             hits(compiled, client_name="EXAMPLE.net"),
@@ -198,7 +194,6 @@ class TestNumbers:
         assert hits(rule("size = { eq = 0 }"), size=value)
 
     def test_absent_number_counts_as_zero(self) -> None:
-        """A request without the attribute at all has 0."""
         assert hits(rule("encryption_keysize = { lt = 128 }"))
 
     def test_a_huge_digit_string_is_huge_not_an_error(self) -> None:
@@ -234,7 +229,6 @@ class TestEmptyAndPresent:
         assert [False, True, False] == [hits(compiled, recipient_count=n) for n in ("5", "7", "10")]
 
     def test_different_attributes_are_anded(self) -> None:
-        """Two attributes must both hold."""
         compiled = rule('client_name = "unknown"\nreverse_client_name = "unknown"')
         assert (True, False) == (
             hits(compiled, client_name="unknown", reverse_client_name="unknown"),
@@ -244,7 +238,6 @@ class TestEmptyAndPresent:
 
 class TestRegex:
     def test_search_is_unanchored_and_case_insensitive(self) -> None:
-        """A pattern is found anywhere in the value, in any case."""
         compiled = rule(r"client_name = { regex = '\.dsl\.' }")
         assert hits(compiled, client_name="host-1.DSL.example.net")
 
@@ -257,7 +250,6 @@ class TestRegex:
         )
 
     def test_a_list_of_patterns_is_ored(self) -> None:
-        """Several patterns: any one matching is enough."""
         compiled = rule("helo_name = { regex = ['^a', 'z$'] }")
         assert [True, True, False] == [hits(compiled, helo_name=h) for h in ("ab", "yz", "m")]
 

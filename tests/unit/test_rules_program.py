@@ -5,18 +5,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+import gc
+import io
+import linecache
+import traceback
+from contextlib import redirect_stdout
+from typing import TYPE_CHECKING, Any, cast
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postgate.commands.cli import main
+from postgate.config.load import load_config
 from postgate.rules.attributes import DERIVED, KNOWN, NUMERIC
 from postgate.rules.facts import fold, split_address
 from postgate.rules.match import View
 from postgate.rules.program import _Writer
 from postgate.wire.codec import PolicyRequest
 from postgate.wire.policy_files import read_policy_file
-from tests.unit.rules_support import ROOT, compile_toml, reference_ruleset, rule_of
+from tests.unit.support.rules import ROOT, compile_toml, reference_ruleset, rule_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import FunctionType
 
 RULESET = reference_ruleset()
 CASES = read_policy_file(ROOT / "conf" / "examples" / "test_reference.policy")
@@ -107,3 +119,66 @@ class TestConfigTextIsNeverRun:
             rule_of(compiled, client_name=text),
             rule_of(compiled, helo_name="mx.example.org"),
         ]
+
+
+DOMAIN_RULES = """\
+[[rules]]
+id = "LOCAL"
+recipient_domain = "example.com"
+sender_domain = "example.com"
+action = "REJECT local"
+"""
+
+
+def raising(_value: str) -> tuple[str, str]:
+    raise LookupError("forced by the test")
+
+
+class TestDebuggable:
+    def test_a_traceback_shows_the_generated_line(self) -> None:
+        ruleset = compile_toml(DOMAIN_RULES)
+        cast("FunctionType", ruleset.program).__globals__["_split"] = raising  # this build only
+        with pytest.raises(LookupError) as caught:
+            ruleset.decide(PolicyRequest({"recipient": "a@example.com"}))
+        filename = ruleset.program.__code__.co_filename
+        assert f"<postgate ruleset {ruleset.digest}>" == filename
+        frame = next(f for f in traceback.extract_tb(caught.tb) if f.filename == filename)
+        generated = ruleset.source.splitlines()[frame.lineno - 1] if frame.lineno else ""
+        assert ("decide", generated.strip()) == (frame.name, frame.line)
+        assert "_split(" in generated
+        assert f'File "{filename}", line {frame.lineno}, in decide\n    {generated.strip()}\n' in (
+            "".join(traceback.format_exception(caught.value))
+        )
+
+    def test_show_python_prints_the_compiled_source(self, tmp_path: Path) -> None:
+        path = tmp_path / "postgate.toml"
+        path.write_text(DOMAIN_RULES)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            status = main(["show", "--python", "-c", str(path)])
+        program = load_config(path).ruleset.program
+        compiled = "".join(linecache.getlines(program.__code__.co_filename))
+        printed = out.getvalue()
+        assert (0, True) == (status, printed.startswith("def decide(raw):\n"))
+        assert compiled == printed[: len(compiled)]
+        decide = compile(compiled, program.__code__.co_filename, "exec").co_consts[0]
+        assert program.__code__.co_code == decide.co_code
+        legend = printed[len(compiled) :].splitlines()
+        assert f"# compiled as {program.__code__.co_filename}" == legend[0]
+        assert "# k0 = 'recipient'" in legend
+        assert "# k4 = LOCAL -> REJECT local" in legend
+
+    def test_the_source_leaves_linecache_with_its_last_ruleset(self) -> None:
+        """Reloads with new rules must not pile up sources for the life of the daemon."""
+        rules = "".join(
+            f'[[rules]]\nid = "R{n}"\nhelo_name = "h{n}"\naction = "OK"\n' for n in range(7)
+        )
+        first, second = compile_toml(rules), compile_toml(rules)
+        filename = first.program.__code__.co_filename
+        assert filename == second.program.__code__.co_filename
+        del first
+        gc.collect()
+        assert filename in linecache.cache
+        del second
+        gc.collect()
+        assert filename not in linecache.cache

@@ -10,7 +10,7 @@ import collections
 import pytest
 
 from postgate.wire.policy_files import Case, read_policy_file
-from tests.unit.rules_support import ROOT, reference_compiled, rule_ids, rule_of
+from tests.unit.support.rules import ROOT, reference_compiled, rule_ids, rule_of
 
 CASES = read_policy_file(ROOT / "conf" / "examples" / "test_reference.policy")
 EDGE = read_policy_file(ROOT / "tests" / "corpus" / "reference-edge.policy")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.unit.rules_support import compile_problems, outcome
+from tests.unit.support.rules import compile_problems, outcome
 
 if TYPE_CHECKING:
     from postgate.config.problems import Problems
@@ -73,7 +73,6 @@ class TestBlocklist:
         assert ([], f"S {reply}") == (problems.errors, answer(compiled, **attrs))
 
     def test_an_action_overrides_the_default(self) -> None:
-        """`action` on the same rule replaces the default reply."""
         compiled, _ = compile_rule(
             'blocklist = { attribute = "client_address", list = "clients" }\naction = "DISCARD"'
         )
@@ -90,7 +89,6 @@ class TestBlocklist:
         )
 
     def test_unlisted_client_passes(self) -> None:
-        """A client outside the list is not blocked."""
         compiled, _ = compile_rule('blocklist = { attribute = "client_address", list = "clients" }')
         assert "DEFAULT DUNNO" == answer(compiled, client_address="198.51.100.1")
 
@@ -158,7 +156,6 @@ class TestRelayCheck:
         )
 
     def test_describe_shows_the_expansion(self) -> None:
-        """`postgate show` prints what the shortcut stands for."""
         compiled, _ = compile_rule(self.RULE)
         assert (
             '    S: [relay_check] if protocol_state = "RCPT" and not (recipient_domain in list '

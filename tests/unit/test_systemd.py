@@ -71,7 +71,6 @@ def fixed_clock() -> int:
 
 class TestSocketAddress:
     def test_absolute_path_is_used_as_is(self) -> None:
-        """A filesystem socket path is passed through unchanged."""
         expected = "/run/systemd/notify"
         assert expected == socket_address("/run/systemd/notify")
 
@@ -159,7 +158,6 @@ class TestMessages:
         assert expected == fake.messages()
 
     def test_ping_is_watchdog_1(self, manager: tuple[FakeManager, str]) -> None:
-        """A watchdog ping is the bare WATCHDOG=1 line."""
         fake, path = manager
         notifier_for(path).ping()
         expected = ["WATCHDOG=1"]
@@ -207,7 +205,6 @@ class TestOutsideSystemd:
         assert Notifier.from_environ({}).enabled is False
 
     def test_without_notify_socket_every_call_is_harmless(self) -> None:
-        """Every notification is a silent no-op when nobody listens."""
         notifier = Notifier.from_environ({})
         with capture_logs() as logs:
             notifier.ready("x")

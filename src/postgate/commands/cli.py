@@ -17,6 +17,7 @@ from postgate.commands.replay import EX_CONFIG
 from postgate.commands.rule_tests import config_option
 from postgate.config.load import DEFAULT_PATH, Config, load_config
 from postgate.config.problems import ConfigError, report_lines
+from postgate.rules.program import legend
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,6 +35,7 @@ commands:
            recording, SIGTERM stops)
   check    validate a configuration and print every problem
   show     print the compiled rules in the order the engine uses them
+           (--python: the Python source they are compiled to)
   codes    explain SMTP reply codes and enhanced status codes
   replay   evaluate recorded requests, print decisions, check expectations
   diff     replay requests through two configs and report what changes
@@ -61,7 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         "unix:/run/postgate/policy.sock:mode=660, systemd:domain=INET:index=0)",
     )
     config_option(sub.add_parser("check", help="validate a configuration"))
-    config_option(sub.add_parser("show", help="print the compiled rules"))
+    show = sub.add_parser("show", help="print the compiled rules")
+    config_option(show)
+    show.add_argument(
+        "--python",
+        action="store_true",
+        help="print the Python source the rules are compiled to (decide is the hot path), "
+        "its line numbers as in a traceback, then what each kN name holds",
+    )
     sub.add_parser("codes", help="explain SMTP reply and enhanced status codes (codes -h)")
     sub.add_parser("replay", help="evaluate recorded requests and check expectations (replay -h)")
     sub.add_parser("diff", help="show which recorded requests two configs answer differently")
@@ -103,7 +112,13 @@ def _show(args: argparse.Namespace) -> int:
     config = _load(args.config, sys.stderr)
     if config is None:
         return EX_CONFIG
-    for line in config.ruleset.describe():
+    ruleset = config.ruleset
+    if args.python:
+        print(ruleset.source, end="")
+        print(f"# compiled as {ruleset.program.__code__.co_filename}")
+        print("\n".join(legend(ruleset.program)))
+        return 0
+    for line in ruleset.describe():
         print(line)
     return 0
 

@@ -72,6 +72,7 @@ class Ruleset:
     # The rules as one generated function (`program`), and its trace helpers.
     program: Program = field(init=False, repr=False, compare=False)
     failing: Mapping[str, FirstFailing] = field(init=False, repr=False, compare=False)
+    source: str = field(init=False, repr=False, compare=False)  # for `postgate show --python`
     # Both are logged on every status report and reload: compute them once.
     rule_count: int = field(init=False, repr=False, compare=False)
     digest: str = field(init=False, repr=False, compare=False)
@@ -81,11 +82,12 @@ class Ruleset:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_decision", Decision(self.default, DEFAULT_RULE))
-        program, failing = build(self.nodes, self.default_decision)
+        object.__setattr__(self, "digest", self._digest())  # names the generated source
+        program, failing, source = build(self.nodes, self.default_decision, self.digest)
         object.__setattr__(self, "program", program)
         object.__setattr__(self, "failing", failing)
+        object.__setattr__(self, "source", source)
         object.__setattr__(self, "rule_count", sum(1 for _ in walk(self.nodes)))
-        object.__setattr__(self, "digest", self._digest())
         object.__setattr__(self, "needs_facts", False)
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:

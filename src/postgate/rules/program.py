@@ -17,25 +17,37 @@ make a slow ruleset, never run code.
 Views (`match.View`) used by more than one test are computed once, at the
 top of the function; the others where they are tested. None of them can
 raise on request content, which keeps deciding total.
+
+The source is registered with `linecache` under ``<postgate ruleset DIGEST>``
+(the digest that ``postgate check`` and the daemon's logs show) for as long as
+a function compiled from it lives, so a traceback or pdb shows the generated
+line; ``postgate show --python`` prints it. All of this happens once per
+build, nothing per request.
 """
 
 from __future__ import annotations
 
+import linecache
 import re
+import reprlib
+import threading
+import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from postgate.rules.attributes import DERIVED, DOMAIN, FINGERPRINT, FOLDED
 from postgate.rules.facts import number, split_address
 from postgate.rules.match import AllOf, Not, Test, View
+from postgate.rules.model import Decision
 from postgate.rules.networks import parse_address
 from postgate.rules.patterns import MAX_SUBJECT, Pattern
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
+    from types import FunctionType
 
     from postgate.rules.match import Code, Condition
-    from postgate.rules.model import Decision, Node
+    from postgate.rules.model import Node
 
     # decide(raw) -> Decision; first_failing(raw) -> index of a node's failing condition
     Program = Callable[[dict[str, str]], Decision]
@@ -178,8 +190,10 @@ def _hoist(writer: _Writer, nodes: Sequence[Node]) -> None:
         writer.hoisted[seen] = local
 
 
-def build(nodes: Sequence[Node], default: Decision) -> tuple[Program, dict[str, FirstFailing]]:
-    """``decide(raw)`` for these rules, and per rule id a trace helper.
+def build(
+    nodes: Sequence[Node], default: Decision, digest: str
+) -> tuple[Program, dict[str, FirstFailing], str]:
+    """``decide(raw)`` for these rules, per rule id a trace helper, and their source.
 
     The helper returns the index of the node's first condition that fails,
     or -1 when all hold; the trace (`engine`) uses it to explain a decision
@@ -199,8 +213,10 @@ def build(nodes: Sequence[Node], default: Decision) -> tuple[Program, dict[str, 
             writer.lines.append(f"    if not ({writer.code(condition.code)}):")
             writer.lines.append(f"        return {index}")
         writer.lines.append("    return -1")
-    namespace = _run("\n".join(writer.lines) + "\n", writer.namespace)
-    return namespace["decide"], {rule: namespace[name] for rule, name in failing.items()}
+    source = "\n".join(writer.lines) + "\n"
+    namespace = _run(source, writer.namespace, f"<postgate ruleset {digest}>")
+    decide = namespace["decide"]
+    return decide, {rule: namespace[name] for rule, name in failing.items()}, source
 
 
 def walk(nodes: Sequence[Node]) -> Iterator[Node]:
@@ -210,11 +226,55 @@ def walk(nodes: Sequence[Node]) -> Iterator[Node]:
         yield from walk(getattr(node, "children", ()))
 
 
-def _run(source: str, namespace: dict[str, Any]) -> dict[str, Any]:
+def _run(source: str, namespace: dict[str, Any], filename: str) -> dict[str, Any]:
     if not _SAFE.fullmatch(source):  # pragma: no cover - only a bug here could fail this
         raise AssertionError("generated rule source holds unexpected text")
-    exec(compile(source, "<postgate rules>", "exec"), namespace)  # noqa: S102 - see module doc
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - see module doc
+    _register(filename, source, namespace["decide"])
     return namespace
 
 
-__all__ = ["build", "walk"]
+# How many live decide functions were compiled under each registered name:
+# equal rulesets share one, and the last one to go takes the lines out of
+# linecache, so reloads do not pile sources up.
+_USERS: Final[dict[str, int]] = {}
+_USERS_LOCK: Final = threading.Lock()  # reloads build in a thread; finalizers run anywhere
+
+
+def _register(filename: str, source: str, decide: object) -> None:
+    with _USERS_LOCK:
+        _USERS[filename] = _USERS.get(filename, 0) + 1
+        # mtime None: linecache.checkcache keeps entries that have no file behind them.
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    weakref.finalize(decide, _unregister, filename)
+
+
+def _unregister(filename: str) -> None:
+    with _USERS_LOCK:
+        _USERS[filename] -= 1
+        if not _USERS[filename]:
+            del _USERS[filename]
+            linecache.cache.pop(filename, None)
+
+
+_REPR: Final = reprlib.Repr()  # long lists shown by their first few items
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def legend(program: Program) -> list[str]:
+    """One comment line per ``k<N>`` name: the value the generated source reads there."""
+    namespace = cast("FunctionType", program).__globals__
+    names = sorted((n for n in namespace if re.fullmatch(r"k\d+", n)), key=lambda n: int(n[1:]))
+    return [f"# {name} = {_shown(namespace[name])}" for name in names]
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, Decision):
+        return f"{value.rule} -> {value.action.line}"
+    pattern = getattr(value, "__self__", None)  # a compiled regex's bound search
+    if isinstance(pattern, re.Pattern):
+        return f"search {_REPR.repr(pattern.pattern)}"
+    return _REPR.repr(value)
+
+
+__all__ = ["build", "legend", "walk"]

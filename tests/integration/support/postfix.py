@@ -4,7 +4,7 @@ Everything lives under one temporary root: configuration, queue, data, mail
 log and mailboxes; the system's ``/etc/postfix`` is never read for main.cf or
 master.cf and never written. The root is world-traversable because Postfix's
 daemons drop to the ``postfix`` user and deliver as ``nobody``. What the
-instance contains is in `tests.integration.postfix_config`.
+instance contains is in `tests.integration.support.postfix_config`.
 
 Postfix notices a policy server that went away between SMTP sessions (its
 idle connection gets EOF) and reconnects without a warning, so tests may start
@@ -26,14 +26,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from tests.integration.daemon import free_port
-from tests.integration.postfix_config import (
+from tests.integration.support.net import free_port
+from tests.integration.support.postfix_config import (
     SERVICES,
     Layout,
     main_cf,
@@ -41,13 +40,13 @@ from tests.integration.postfix_config import (
     master_cf,
     service_params,
 )
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
     from email.message import EmailMessage
 
 SBIN: Final = Path("/usr/sbin")
-WAIT: Final = 30.0  # upper bound for any wait on Postfix; tests never sleep blindly
 
 
 def missing_reason() -> str | None:
@@ -296,12 +295,3 @@ def _cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     return "?"
-
-
-def wait_until(ready: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll ``ready`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)

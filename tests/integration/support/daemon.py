@@ -21,19 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
 
 from postgate.wire.codec import encode_request
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
 START_TIMEOUT = 20.0
-
-
-def free_port(family: int = socket.AF_INET) -> int:
-    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -73,14 +67,14 @@ class Daemon:
         return self
 
     def wait_for_log(self, needle: str, count: int = 1, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def logged() -> bool:
             if self.log().count(needle) >= count:
-                return
+                return True
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"postgate exited {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"no {needle!r} in the log within {timeout}s:\n{self.log()}")
+            return False
+
+        wait_until(logged, lambda: f"{needle!r} in the log:\n{self.log()}", timeout)
 
     def log(self) -> str:
         try:

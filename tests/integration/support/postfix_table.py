@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-DOC: Final = Path(__file__).resolve().parents[2] / "docs" / "postfix.md"
+DOC: Final = Path(__file__).resolve().parents[3] / "docs" / "postfix.md"
 WRITE_ENV: Final = "POSTGATE_WRITE_DOCS"
 
 

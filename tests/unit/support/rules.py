@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from postgate.rules.model import Decision, Node
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 REFERENCE = ROOT / "conf" / "examples" / "reference.toml"
 
 

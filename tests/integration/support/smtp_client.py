@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
-from tests.integration.postfix import WAIT
+from tests.support.waiting import WAIT
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

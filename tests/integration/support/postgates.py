@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.integration.daemon import Daemon, ask, connect, free_port
-from tests.integration.postfix import wait_until
+from tests.integration.support.daemon import Daemon, ask, connect
+from tests.integration.support.net import free_port
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "conf" / "examples"
 
 

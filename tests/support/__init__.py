@@ -1,0 +1,1 @@
+"""Helpers both the unit and the integration tests may use."""

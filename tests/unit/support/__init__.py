@@ -1,0 +1,1 @@
+"""Helpers the unit tests share, so that no test file imports another."""
