@@ -374,14 +374,14 @@ class TestTheChecks:
         imports = synthetic(
             answer="from postgate.config.load import Config\n",
             rules__engine="from twisted.internet import defer\n",
-            config__values="import structlog\nimport difflib\n",
+            config__problems="import structlog\nimport difflib\n",
             state="from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import twisted\n",
             record__pipe="import twisted.internet\nfrom postgate.rules import compile\n",
         )
         assert [
             "answer.py:1: answer may import config.load under TYPE_CHECKING only",
             "rules/engine.py:1: rules may not import Twisted (twisted.internet)",
-            "config/values.py:1: config.values may use the stdlib only, not structlog",
+            "config/problems.py:1: config.problems may use the stdlib only, not structlog",
             "state.py:3: state may not import Twisted (twisted)",
             (
                 "record/pipe.py:2: record may not import rules"
