@@ -10,10 +10,13 @@ reference (style.md §2.2).
 
 from __future__ import annotations
 
+import contextlib
+import grp
+import pwd
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.problems import ConfigError, Problem, Problems
 from postgate.config.record import RecordSettings, parse_record_settings
@@ -22,6 +25,9 @@ from postgate.replies.model import DUNNO, Action
 from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.networks import NetworkSet, parse_network
 from postgate.wire.codec import Limits
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DEFAULT_PATH: Final = Path("/etc/postgate/postgate.toml")
 DEFAULT_LISTEN: Final = ("tcp:10040:interface=127.0.0.1",)
@@ -46,6 +52,13 @@ class DaemonConfig:
     # each missing one takes its configured outcome; far below Postfix's
     # smtpd_policy_service_timeout (100 s), so mail never waits on a dependency.
     deadline: float = 1.0
+    # Postfix writes its request as soon as it connects; a connection that
+    # has sent nothing by then only holds a slot that Postfix may need.
+    first_request_timeout: float = 5.0
+    # UNIX-socket peers allowed by their credentials (SO_PEERCRED): user and
+    # primary group ids. Both empty: any local process the socket's mode lets in.
+    allow_uids: frozenset[int] = frozenset()
+    allow_gids: frozenset[int] = frozenset()
     max_connections: int = 1024
     on_error: Action = DUNNO
     dry_run: bool = False
@@ -106,6 +119,9 @@ _DAEMON_KEYS: Final = (
     "max_attributes",
     "request_timeout",
     "deadline",
+    "first_request_timeout",
+    "allow_users",
+    "allow_groups",
     "max_connections",
     "on_error",
     "dry_run",
@@ -129,6 +145,11 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
         limits=limits,
         request_timeout=get.number("request_timeout", base.request_timeout, 0.1, 3600),
         deadline=get.number("deadline", base.deadline, 0.01, 60),
+        first_request_timeout=get.number(
+            "first_request_timeout", base.first_request_timeout, 0.1, 3600
+        ),
+        allow_uids=_ids(get.strings("allow_users", (), _user_problem), _uid),
+        allow_gids=_ids(get.strings("allow_groups", (), _group_problem), _gid),
         max_connections=int(get.number("max_connections", base.max_connections, 1, 1_000_000)),
         on_error=get.action("on_error", base.on_error),
         dry_run=get.flag("dry_run", base.dry_run),
@@ -158,6 +179,38 @@ def _network_set(items: tuple[str, ...]) -> NetworkSet:
 def _network_problem(item: str) -> str | None:
     network, problem = parse_network(item)
     return problem if network is None else None
+
+
+def _uid(name: str) -> int:
+    return int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+
+
+def _gid(name: str) -> int:
+    return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+
+
+def _ids(names: tuple[str, ...], lookup: Callable[[str], int]) -> frozenset[int]:
+    found = set()
+    for name in names:
+        with contextlib.suppress(KeyError):  # reported by the problem check
+            found.add(lookup(name))
+    return frozenset(found)
+
+
+def _user_problem(name: str) -> str | None:
+    try:
+        _uid(name)
+    except KeyError:
+        return f"{name!r}: no such user on this system"
+    return None
+
+
+def _group_problem(name: str) -> str | None:
+    try:
+        _gid(name)
+    except KeyError:
+        return f"{name!r}: no such group on this system"
+    return None
 
 
 def _endpoint_problem(item: str) -> str | None:

@@ -10,18 +10,20 @@ connection it finds closed (docs/protocol.md). Nothing here knows a rule.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
 
 from postgate.answer import Answer, AnswerStep, failed
+from postgate.daemon.access import credentials_refused, describe, network_allowed
 from postgate.daemon.logs import DECISION_FIELDS
-from postgate.rules.networks import parse_address
 from postgate.wire.codec import Decoder, ProtocolError
 
 if TYPE_CHECKING:
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
     from postgate.config.load import Config
     from postgate.daemon.logs import DecisionWriter
     from postgate.record.recorder import Recorder
-    from postgate.rules.networks import NetworkSet
     from postgate.wire.codec import PolicyRequest
 
 log = structlog.get_logger("postgate")
@@ -112,8 +113,15 @@ def _fields(raw: Mapping[str, str]) -> dict[str, str]:
     return {name: raw.get(name, "") for name in DECISION_FIELDS}
 
 
+@implementer(IPushProducer)
 class PolicyProtocol(Protocol):
-    """One Postfix connection: lock-step requests and replies."""
+    """One Postfix connection: lock-step requests and replies.
+
+    It is also the producer of its own replies: when the peer stops reading
+    them and Twisted's send buffer passes its bound, the transport pauses us
+    and we stop reading requests, so a peer that pipelines and never reads
+    costs a bounded buffer, not memory without end. Postfix never pipelines.
+    """
 
     def __init__(self, factory: PolicyFactory, peer: str) -> None:
         self._factory = factory
@@ -125,8 +133,17 @@ class PolicyProtocol(Protocol):
         # Replies not yet sent, in request order: bytes, or a slot that the
         # answer's Deferred fills. Empty whenever no answer waits for facts.
         self._waiting: deque[bytes | list[bytes]] = deque()
+        self._asked = False
+        self._paused = False
+        self._warned = False
 
     def connectionMade(self) -> None:
+        daemon = self._factory.answerer.config.daemon
+        refused = credentials_refused(self.transport, daemon)
+        if refused is not None:
+            log.warning("connection_refused", peer=self._peer, **refused)
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
         self._factory.connections.add(self)
         # Lock-step request/reply is the classic Nagle + delayed-ACK trap;
         # a reply is one small write, so send it at once.
@@ -134,8 +151,17 @@ class PolicyProtocol(Protocol):
         if set_no_delay is not None:
             set_no_delay(True)
         self._send = getattr(self.transport, "writeSomeData", None)
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None:
+            register(self, True)  # noqa: FBT003 - streaming: Twisted pauses and resumes us
+        self._timer = self._factory.reactor.callLater(
+            daemon.first_request_timeout, self._never_asked
+        )
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._asked:
+            self._asked = True
+            self._cancel_timer()
         try:
             requests = self._decoder.feed(data)
         except ProtocolError as exc:
@@ -212,6 +238,26 @@ class PolicyProtocol(Protocol):
             timeout = self._factory.answerer.config.daemon.request_timeout
             self._timer = self._factory.reactor.callLater(timeout, self._timed_out)
 
+    def _never_asked(self) -> None:
+        self._timer = None
+        log.warning("connection_silent", peer=self._peer, reason="no request; slot freed")
+        self._close()
+
+    def pauseProducing(self) -> None:
+        """The peer does not take its replies: stop reading its requests."""
+        self._paused = True
+        if not self._warned:
+            self._warned = True
+            log.warning("peer_not_reading", peer=self._peer, reason="replies not read; paused")
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        """The connection is gone; nothing of ours to stop."""
+
     def _timed_out(self) -> None:
         self._timer = None
         log.warning("request_timeout", peer=self._peer, pending_bytes=self._decoder.pending)
@@ -228,10 +274,21 @@ class PolicyProtocol(Protocol):
             self.transport.loseConnection()
 
     def close_when_idle(self) -> None:
-        """Close after the request in progress, if any, has been answered."""
+        """Close after the requests received, if any, have been answered."""
         self._closing = True
-        if not self._decoder.pending and not self._waiting:
+        if self._paused or not (self._decoder.pending or self._waiting or self._unread()):
             self._close()
+
+    def _unread(self) -> bool:
+        """Whether a request already waits in the socket: read and answer it first."""
+        handle = getattr(self.transport, "getHandle", None)
+        sock = handle() if handle is not None else None
+        if not isinstance(sock, socket.socket):
+            return False
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return False
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: ARG002
         self._cancel_timer()
@@ -250,8 +307,8 @@ class PolicyFactory(Factory):
 
     def buildProtocol(self, addr: IAddress) -> PolicyProtocol | None:  # type: ignore[override]
         daemon = self.answerer.config.daemon
-        peer = _describe(addr)
-        if isinstance(addr, IPv4Address | IPv6Address) and not _allowed(addr.host, daemon.allow):
+        peer = describe(addr)
+        if not network_allowed(addr, daemon.allow):
             log.warning("connection_refused", peer=peer, reason="not in daemon.allow")
             return None
         if len(self.connections) >= daemon.max_connections:
@@ -274,19 +331,6 @@ class PolicyFactory(Factory):
             waiters, self._drained = self._drained, []
             for waiter in waiters:
                 waiter.callback(None)
-
-
-def _describe(addr: IAddress) -> str:
-    if isinstance(addr, IPv4Address | IPv6Address):
-        return f"{addr.host}:{addr.port}"
-    name: Any = getattr(addr, "name", None)
-    return str(name.decode() if isinstance(name, bytes) else name or "unix")
-
-
-def _allowed(host: str, allow: NetworkSet) -> bool:
-    # An IPv6 peer may carry a zone (fe80::1%eth0); IPv4-mapped peers are
-    # matched as IPv4, like every network list (rules.networks).
-    return parse_address(host.split("%", 1)[0]) in allow
 
 
 __all__ = ["Answerer", "PolicyFactory", "PolicyProtocol"]

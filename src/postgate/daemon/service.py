@@ -40,6 +40,8 @@ STATUS_EVERY = 10.0
 # Read once at start; a reload that changes them says so instead.
 _RESTART_ONLY = ("listen", "log_level", "log_format")
 GC_YOUNG_THRESHOLD = 5000
+# The kernel caps a listen queue at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG_MAX = 4096
 
 
 def _settle_heap() -> None:
@@ -101,8 +103,11 @@ class Daemon:
         self.listeners.setServiceParent(self.services)
         self.timers = MultiService()
         self.timers.setServiceParent(self.services)
+        backlog = min(max(config.daemon.max_connections, 50), LISTEN_BACKLOG_MAX)
         for endpoint in self.listen:
-            listen_service(endpoint, self.factory, reactor).setServiceParent(self.listeners)
+            listen_service(endpoint, self.factory, reactor, backlog).setServiceParent(
+                self.listeners
+            )
         self._add_timers()
         # A SIGHUP during a reload queues one more, so the file's latest
         # state always wins and loads never overlap.

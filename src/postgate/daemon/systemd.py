@@ -176,13 +176,20 @@ def _printable(address: str | bytes | None) -> str:
 
 
 def listen_service(
-    description: str, factory: IProtocolFactory, reactor: IReactorSocket
+    description: str, factory: IProtocolFactory, reactor: IReactorSocket, backlog: int = 50
 ) -> StreamServerEndpointService:
     """`strports.service` for one ``listen`` entry, safe for inherited UNIX sockets.
 
     A failed listen raises at start (``_raiseSynchronously``, as strports does)
-    instead of leaving the daemon running deaf.
+    instead of leaving the daemon running deaf. ``backlog`` is the listen queue
+    for sockets we open ourselves, unless the entry names one: every smtpd
+    reconnects at once after a Postfix restart, and Twisted's 50 would leave
+    the rest in SYN retries for a second or more. Inherited sockets keep the
+    ``Backlog=`` of their ``.socket`` unit.
     """
+    kind = description.split(":", 1)[0]
+    if kind in {"tcp", "tcp6", "unix"} and "backlog=" not in description:
+        description = f"{description}:backlog={backlog}"
     endpoint = _endpoint(description, reactor)
     service = StreamServerEndpointService(endpoint, factory)  # type: ignore[no-untyped-call,unused-ignore]
     service._raiseSynchronously = True  # noqa: SLF001 - the flag strports.service sets

@@ -1,0 +1,79 @@
+"""Who may talk to the policy listener: networks for TCP peers, credentials for UNIX ones.
+
+Postfix's smtpd processes connect from loopback or through a UNIX socket in
+the queue directory; anything else has no business asking. For a UNIX socket
+the file mode says which local users can connect at all, and
+``daemon.allow_users`` / ``daemon.allow_groups`` narrow it to Postfix's own
+user or group by the credentials the kernel reports (SO_PEERCRED, unix(7)),
+so a local user who can reach the socket still cannot hold its slots.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import socket
+import struct
+from typing import TYPE_CHECKING, Any, Final
+
+from twisted.internet.address import IPv4Address, IPv6Address
+
+from postgate.rules.networks import parse_address
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress
+
+    from postgate.config.load import DaemonConfig
+    from postgate.rules.networks import NetworkSet
+
+_UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def describe(addr: IAddress) -> str:
+    if isinstance(addr, IPv4Address | IPv6Address):
+        return f"{addr.host}:{addr.port}"
+    name: Any = getattr(addr, "name", None)
+    return str(name.decode() if isinstance(name, bytes) else name or "unix")
+
+
+def network_allowed(addr: IAddress, allow: NetworkSet) -> bool:
+    """TCP peers must be in ``daemon.allow``; others are judged by `credentials_refused`."""
+    if not isinstance(addr, IPv4Address | IPv6Address):
+        return True
+    # An IPv6 peer may carry a zone (fe80::1%eth0); IPv4-mapped peers are
+    # matched as IPv4, like every network list (rules.networks).
+    return parse_address(addr.host.split("%", 1)[0]) in allow
+
+
+def credentials_refused(transport: object, daemon: DaemonConfig) -> dict[str, object] | None:
+    """Why a UNIX peer may not ask (log fields), or None when it may."""
+    if not (daemon.allow_uids or daemon.allow_gids):
+        return None
+    handle = getattr(transport, "getHandle", None)
+    sock = handle() if handle is not None else None
+    if not isinstance(sock, socket.socket) or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        pid, uid, gid = _UCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
+    except OSError as exc:  # fail closed: a peer we cannot name is not Postfix
+        return {"reason": f"peer credentials unreadable: {exc.strerror or exc}"}
+    if uid in daemon.allow_uids or gid in daemon.allow_gids:
+        return None
+    return {
+        "reason": "peer not in daemon.allow_users or daemon.allow_groups",
+        "pid": pid,
+        "user": _name(pwd.getpwuid, uid),
+        "group": _name(grp.getgrgid, gid),
+    }
+
+
+def _name(lookup: Any, number: int) -> str:
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)
+
+
+__all__ = ["credentials_refused", "describe", "network_allowed"]

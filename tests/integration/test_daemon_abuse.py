@@ -1,0 +1,154 @@
+"""The real daemon against peers that misbehave: bounds that hold, and answers that still leave."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from postgate.wire.codec import encode_request
+from tests.integration.support.daemon import Daemon, connect
+from tests.integration.support.echo import echo_reply, request, rss_kib, write_config
+from tests.integration.support.net import free_port
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# A request whose reply is long (the recipient comes back in it), so that a
+# peer that does not read makes the daemon's output pile up fast.
+LONG = "x" * 200 + "@example.com"
+
+
+def unix_config(tmp_path: Path, socket_path: Path, users: list[str]) -> Path:
+    path = tmp_path / "postgate.toml"
+    path.write_text(
+        f'[daemon]\nlisten = ["unix:{socket_path}:mode=666"]\nallow_users = {users!r}\n\n'
+        '[[rules]]\nid = "ECHO"\naction = "550 5.7.1 echo {recipient}"\n'
+    )
+    return path
+
+
+def read_replies(sock: socket.socket, count: int, timeout: float = 30.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while data.count(b"\n\n") < count:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class TestPeersThatDoNotRead:
+    def test_a_pipelining_peer_that_never_reads_is_paused_not_buffered(
+        self, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        one = encode_request(request(LONG))
+        burst = one * 2000
+        with Daemon(write_config(tmp_path, port)) as daemon:
+            assert daemon.proc is not None
+            before = rss_kib(daemon.proc.pid)
+            sock = connect(("127.0.0.1", port), socket.AF_INET)
+            sock.setblocking(False)  # noqa: FBT003 - socket's own API
+            sent, deadline = 0, time.monotonic() + 5.0
+            while time.monotonic() < deadline and sent < 400 * len(burst):
+                try:
+                    sent += sock.send(burst[sent % len(burst) :])
+                except BlockingIOError:
+                    time.sleep(0.01)
+            time.sleep(0.5)
+            grown = rss_kib(daemon.proc.pid) - before
+            complete = sent // len(one)
+            replies = read_replies(sock, complete)
+            sock.close()
+            daemon.wait_for_log('"event":"peer_not_reading"')
+            warned = daemon.log().count('"event":"peer_not_reading"')
+        assert (True, True) == (sent < 64 << 20, grown < 48 << 10), (sent, grown)
+        assert (
+            echo_reply("echo", LONG) * complete
+            == replies[
+                : len(replies) // len(echo_reply("echo", LONG)) * len(echo_reply("echo", LONG))
+            ]
+        )
+        assert 1 == warned
+
+
+class TestSlots:
+    def test_connections_that_never_ask_are_closed_long_before_request_timeout(
+        self, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        config = write_config(tmp_path, port)
+        config.write_text(
+            config.read_text().replace("[daemon]\n", "[daemon]\nfirst_request_timeout = 1\n")
+        )
+        with Daemon(config):
+            silent = connect(("127.0.0.1", port), socket.AF_INET)
+            used = connect(("127.0.0.1", port), socket.AF_INET)
+            used.sendall(encode_request(request("a@x")))
+            assert echo_reply("echo", "a@x") == read_replies(used, 1)
+            silent.settimeout(5.0)
+            started = time.monotonic()
+            closed = silent.recv(1) == b""
+            took = time.monotonic() - started
+            time.sleep(1.5)
+            used.sendall(encode_request(request("b@x")))
+            assert echo_reply("echo", "b@x") == read_replies(used, 1)
+        assert (True, True) == (closed, took < 2.0), took
+
+    def test_a_unix_peer_whose_user_is_not_allowed_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.sock"
+        me = pwd.getpwuid(os.getuid()).pw_name
+        with Daemon(unix_config(tmp_path, path, ["nobody"])) as daemon:
+            refused = connect(str(path), socket.AF_UNIX)
+            refused.sendall(encode_request(request("a@x")))
+            refused.settimeout(5.0)
+            assert b"" == refused.recv(100)
+            daemon.wait_for_log('"event":"connection_refused"')
+            assert f'"user":"{me}"' in daemon.log()
+        with Daemon(unix_config(tmp_path, path, [me])):
+            allowed = connect(str(path), socket.AF_UNIX)
+            allowed.sendall(encode_request(request("a@x")))
+            assert echo_reply("echo", "a@x") == read_replies(allowed, 1)
+
+
+class TestShutdown:
+    def test_sigterm_answers_requests_buffered_on_idle_connections(self, tmp_path: Path) -> None:
+        port = free_port()
+        with Daemon(write_config(tmp_path, port)) as daemon:
+            socks = [connect(("127.0.0.1", port), socket.AF_INET) for _ in range(16)]
+            time.sleep(0.3)  # every connection accepted and idle
+            daemon.signal(signal.SIGTERM)
+            for i, sock in enumerate(socks):  # in flight as the daemon starts to stop
+                sock.sendall(encode_request(request(f"t{i}@x")))
+            replies = [read_replies(sock, 1, 5.0) for sock in socks]
+            status = daemon.wait()
+        print(sum(r != b"" for r in replies))
+        assert [echo_reply("echo", f"t{i}@x") for i in range(16)] == replies
+        assert 0 == status
+
+    def test_a_burst_of_connections_is_accepted_without_syn_retries(self, tmp_path: Path) -> None:
+        port = free_port()
+        with Daemon(write_config(tmp_path, port)) as daemon:
+            daemon.signal(signal.SIGSTOP)  # nothing accepts while the burst arrives
+            socks = []
+            started = time.monotonic()
+            for _ in range(300):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)  # noqa: FBT003 - socket's own API
+                sock.connect_ex(("127.0.0.1", port))
+                socks.append(sock)
+            time.sleep(0.2)
+            daemon.signal(signal.SIGCONT)
+            for sock in socks:
+                sock.setblocking(True)  # noqa: FBT003 - socket's own API
+                sock.settimeout(10.0)
+                sock.sendall(encode_request(request("burst@x")))
+            replies = [read_replies(sock, 1, 10.0) for sock in socks]
+            took = time.monotonic() - started
+        assert [echo_reply("echo", "burst@x")] * 300 == replies
+        assert took < 1.0, took
