@@ -55,7 +55,7 @@ REFUSED = {
     r"(a*)*": "a repeated part can match nothing",
     r"(?:a?|b?)+": "a repeated part can match nothing",
     r"\d+\d+": "two repeats in a row",
-    r".*x.*y": "two repeats in a row",
+    r"x.*y.*z": "two repeats in a row",
     r"a*b*a*": "two repeats in a row",
     r"(a|a)*b": "alternatives inside a repeat",
     r"(?:aa|a)+\.": "alternatives of different lengths inside a repeat",
@@ -131,6 +131,28 @@ class TestProbe:
         assert "\u0130\u0131\u017f\u212a" == "".join(
             c for c in text if c >= "\x80" and re.fullmatch("[a-z]", c, FLAGS)
         )
+
+
+class TestRedundantDotStar:
+    @pytest.mark.parametrize(
+        ("source", "better"),
+        [(".*dsl.*", "dsl"), ("^.*\\.dynamic\\..*$", "\\.dynamic\\."), (".*x.*y", "x.*y")],
+    )
+    def test_the_refusal_offers_the_pattern_without_it(self, source: str, better: str) -> None:
+        """Rules search anywhere in the value, so the .* on either side only costs time."""
+        with pytest.raises(PatternError) as caught:
+            compile_pattern(source)
+        assert str(caught.value).startswith(
+            "a leading or trailing .* is redundant, as the value is searched anywhere "
+            f"(re.search): write /{better}/, which matches the same values"
+        )
+        assert better == compile_pattern(better).source
+
+    def test_a_pattern_slow_without_them_keeps_its_own_reason(self) -> None:
+        """Dropping the outer .* of .*\\d+\\d+.* leaves \\d+\\d+, which is refused as before."""
+        with pytest.raises(PatternError) as caught:
+            compile_pattern(".*\\d+\\d+.*")
+        assert str(caught.value).startswith("two repeats in a row")
 
 
 class TestAccepted:

@@ -8,7 +8,7 @@ pattern whose backtracking can blow up, with a sentence saying why:
 * backreferences, lookaround and conditional groups (not regular at all);
 * a repeated part that can match nothing (``(a*)*``);
 * two parts that can hand the same characters back and forth: repeats
-  adjacent (``\\d+\\d+``, ``.*x.*``) or nested (``(a+)+``), alternatives
+  adjacent (``\\d+\\d+``, ``x.*y.*z``) or nested (``(a+)+``), alternatives
   inside a repeat that start alike (``(a|a)*``) or differ in length
   (``(aa|a)+``).
 
@@ -75,7 +75,10 @@ def compile_pattern(source: str) -> Pattern:
     if len(source) > MAX_PATTERN:
         raise PatternError(f"longer than {MAX_PATTERN} characters")
     tree, regex = _parse(source)
-    _walk(tree)
+    try:
+        _walk(tree)
+    except PatternError as exc:
+        raise _offer_shorter(source, exc) from None
     return Pattern(source, regex)
 
 
@@ -86,6 +89,31 @@ def _parse(source: str) -> tuple[Any, re.Pattern[str]]:
     except re.error as exc:
         raise PatternError(f"not a valid regular expression: {exc}") from None
     return tree, regex
+
+
+def _offer_shorter(source: str, refusal: PatternError) -> PatternError:
+    """Rules use re.search, so an outer .* only adds backtracking: offer the pattern without."""
+    shorter = source
+    for prefix in ("^.*?", "^.*", ".*?", ".*"):
+        if shorter.startswith(prefix):
+            shorter = shorter.removeprefix(prefix)
+            break
+    for suffix in (".*?$", ".*$", ".*?", ".*"):
+        cut = len(shorter) - len(suffix)
+        if shorter.endswith(suffix) and (cut - len(shorter[:cut].rstrip("\\"))) % 2 == 0:
+            shorter = shorter[:cut]
+            break
+    if shorter in {"", source}:
+        return refusal
+    try:
+        _walk(_parse(shorter)[0])
+    except PatternError:
+        return refusal
+    return PatternError(
+        "a leading or trailing .* is redundant, as the value is searched anywhere "
+        f"(re.search): write /{shorter}/, which matches the same values without the "
+        "backtracking the .* cost"
+    )
 
 
 # ---- character sets, as re matches them ------------------------------------
@@ -278,9 +306,9 @@ _UNEVEN: Final = (
     "repetition with a character nothing before it can match"
 )
 _ADJACENT: Final = (
-    "two repeats in a row can match the same characters (like \\d+\\d+ or .*x.*), which "
+    "two repeats in a row can match the same characters (like \\d+\\d+ or x.*y.*z), which "
     "makes matching slow; separate them by a character the second cannot match, or use "
-    "a class such as [^x]*"
+    "a class such as [^y]*"
 )
 
 
