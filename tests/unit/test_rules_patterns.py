@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import re
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 import pytest
@@ -153,6 +154,37 @@ class TestRedundantDotStar:
         with pytest.raises(PatternError) as caught:
             compile_pattern(".*\\d+\\d+.*")
         assert str(caught.value).startswith("two repeats in a row")
+
+
+class TestSetWarnings:
+    @pytest.mark.parametrize(
+        ("source", "hint"),
+        [
+            ("[[:alpha:]]", "write [a-zA-Z] or [^\\W\\d_]"),
+            ("^[[:alpha:]]+$", "write [a-zA-Z] or [^\\W\\d_]"),
+            ("^[[:digit:]]+$", "write [0-9] or \\d"),
+        ],
+    )
+    def test_posix_class_is_refused_with_a_python_spelling(self, source: str, hint: str) -> None:
+        """re reads [[:alpha:]] as a set of [:alph followed by ], and warns; no warning leaks."""
+        with warnings.catch_warnings(record=True) as leaked:
+            warnings.simplefilter("always")
+            with pytest.raises(PatternError) as caught:
+                compile_pattern(source)
+        assert [] == [str(w.message) for w in leaked]
+        assert str(caught.value).startswith("POSIX classes such as [:")
+        assert hint in str(caught.value)
+
+    def test_other_set_warnings_are_refused_with_their_position(self) -> None:
+        """&& inside a set may become an intersection in a future Python: escape it."""
+        with warnings.catch_warnings(record=True) as leaked:
+            warnings.simplefilter("always")
+            with pytest.raises(PatternError) as caught:
+                compile_pattern("[a&&b]")
+        assert ([], "possible set intersection at position 2:") == (
+            [str(w.message) for w in leaked],
+            str(caught.value)[:40],
+        )
 
 
 class TestAccepted:

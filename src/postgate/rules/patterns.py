@@ -10,7 +10,9 @@ pattern whose backtracking can blow up, with a sentence saying why:
 * two parts that can hand the same characters back and forth: repeats
   adjacent (``\\d+\\d+``, ``x.*y.*z``) or nested (``(a+)+``), alternatives
   inside a repeat that start alike (``(a|a)*``) or differ in length
-  (``(aa|a)+``).
+  (``(aa|a)+``);
+* whatever ``re`` warns about (``[[:alpha:]]``), as the warning would only
+  reach stderr.
 
 The check works on ``re``'s own parse tree with each character set reduced to
 bits: one per ASCII character, plus four coarse non-ASCII classes. Which bits a
@@ -30,6 +32,7 @@ import functools
 import importlib
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -83,12 +86,41 @@ def compile_pattern(source: str) -> Pattern:
 
 
 def _parse(source: str) -> tuple[Any, re.Pattern[str]]:
-    try:
-        regex = re.compile(source, FLAGS)
-        tree = _parser.parse(source, FLAGS)
-    except re.error as exc:
-        raise PatternError(f"not a valid regular expression: {exc}") from None
+    # re warns through the warnings module, which prints to stderr: the
+    # warning becomes the refusal instead. Parsing first warns every time,
+    # where re.compile's cache would stay silent for a pattern seen before.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            tree = _parser.parse(source, FLAGS)
+            regex = re.compile(source, FLAGS)
+        except re.error as exc:
+            raise PatternError(f"not a valid regular expression: {exc}") from None
+    # re warns in these categories; catch_warnings is process-wide, and a reload
+    # parses in a thread, so other warnings are the reactor's, not the pattern's.
+    ours = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    if ours:
+        raise PatternError(_warned(str(ours[0].message), source))
     return tree, regex
+
+
+_POSIX: Final = re.compile(r"\[:(\w+):\]")
+_SPELLINGS: Final = {"alpha": "[a-zA-Z] or [^\\W\\d_]", "digit": "[0-9] or \\d", "space": "\\s"}
+
+
+def _warned(message: str, source: str) -> str:
+    posix = _POSIX.search(source)
+    if posix and message.startswith("Possible nested set"):
+        name = posix.group(1)
+        spelling = _SPELLINGS.get(name, "the characters in a set, e.g. [a-zA-Z] for [:alpha:]")
+        return (
+            f"POSIX classes such as [:{name}:] are not supported by Python's re (it reads "
+            f"[[:{name}:] as one set of characters, then a literal ]); write {spelling}"
+        )
+    return (
+        f"{message[:1].lower()}{message[1:]}: Python's re warns that a future version may "
+        "read this set differently; escape the character"
+    )
 
 
 def _offer_shorter(source: str, refusal: PatternError) -> PatternError:
