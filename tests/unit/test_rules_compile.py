@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from typing import TYPE_CHECKING
 
 import pytest
@@ -39,6 +40,25 @@ class TestOneClearErrorEach:
                 "expression: missing ), unterminated subpattern at position 1"
             )
         ] == errors(text)
+
+    def test_posix_class_in_a_regex(self) -> None:
+        """re's FutureWarning for [[:alpha:]] becomes the error; nothing reaches stderr."""
+        text = (
+            '[[rules]]\nid = "R"\nhelo_name = { regex = \'^[[:alpha:]]+$\' }\naction = "REJECT"\n'
+        )
+        with warnings.catch_warnings(record=True) as leaked:
+            warnings.simplefilter("always")
+            found = errors(text)
+        assert (
+            [],
+            [
+                (
+                    "postgate.toml: rules[0].helo_name.regex: /^[[:alpha:]]+$/: POSIX classes "
+                    "such as [:alpha:] are not supported by Python's re (it reads [[:alpha:] as "
+                    "one set of characters, then a literal ]); write [a-zA-Z] or [^\\W\\d_]"
+                )
+            ],
+        ) == ([str(w.message) for w in leaked], found)
 
     def test_unknown_attribute(self) -> None:
         """A misspelt attribute gets a did-you-mean from the Postfix names."""

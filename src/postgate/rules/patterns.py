@@ -7,27 +7,37 @@ pattern whose backtracking can blow up, with a sentence saying why:
 
 * backreferences, lookaround and conditional groups (not regular at all);
 * a repeated part that can match nothing (``(a*)*``);
-* two repeats that can hand the same characters back and forth: adjacent
-  (``\\d+\\d+``, ``.*x.*``), nested (``(a+)+``), or alternatives inside a
-  repeat that start alike (``(a|ab)+``).
+* two parts that can hand the same characters back and forth: repeats
+  adjacent (``\\d+\\d+``, ``x.*y.*z``) or nested (``(a+)+``), alternatives
+  inside a repeat that start alike (``(a|a)*``) or differ in length
+  (``(aa|a)+``);
+* whatever ``re`` warns about (``[[:alpha:]]``), as the warning would only
+  reach stderr.
 
-The check works on ``re``'s own parse tree with character classes reduced to
-bit sets over ASCII plus four coarse non-ASCII classes, and errs towards
-refusing. What passes costs at most O(n^2) in the value length, and only
-the first `MAX_SUBJECT` characters of a value are searched, which bounds
-every search. Searching a prefix rather than refusing long values keeps the
-cap fail-closed: padding a HELO cannot hide ``localhost`` from a blocking
-pattern, nor make a negated one true.
+The check works on ``re``'s own parse tree with each character set reduced to
+bits: one per ASCII character, plus four coarse non-ASCII classes. Which bits a
+set holds is asked of ``re`` itself, under the flags in force where the set
+stands, so case folding is what ``re`` does (under IGNORECASE, U+0130 and
+U+0131 are i, U+212A is k, and a range of accented letters holds i and s).
+The check errs towards refusing. What passes costs at most O(n^2) in the
+value length, and only the first `MAX_SUBJECT` characters of a value are
+searched, which bounds every search. Searching a prefix rather than refusing
+long values keeps the cap fail-closed: padding a HELO cannot hide
+``localhost`` from a blocking pattern, nor make a negated one true.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
+import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 _parser: Any = importlib.import_module("re._parser")  # stdlib; no public API for the tree
+_sre: Any = importlib.import_module("_sre")  # the case mapping re compares characters by
 
 MAX_PATTERN: Final = 1000
 MAX_SUBJECT: Final = 1024
@@ -67,50 +77,181 @@ def compile_pattern(source: str) -> Pattern:
     """Compile ``source`` or raise `PatternError` with a reason an admin can act on."""
     if len(source) > MAX_PATTERN:
         raise PatternError(f"longer than {MAX_PATTERN} characters")
+    tree, regex = _parse(source)
     try:
-        regex = re.compile(source, FLAGS)
-        tree = _parser.parse(source, FLAGS)
-    except re.error as exc:
-        raise PatternError(f"not a valid regular expression: {exc}") from None
-    _sequence(list(tree), (), loops=0)
+        _walk(tree)
+    except PatternError as exc:
+        raise _offer_shorter(source, exc) from None
     return Pattern(source, regex)
 
 
-# ---- character sets -------------------------------------------------------
+def _parse(source: str) -> tuple[Any, re.Pattern[str]]:
+    # re warns through the warnings module, which prints to stderr: the
+    # warning becomes the refusal instead. Parsing first warns every time,
+    # where re.compile's cache would stay silent for a pattern seen before.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            tree = _parser.parse(source, FLAGS)
+            regex = re.compile(source, FLAGS)
+        except re.error as exc:
+            raise PatternError(f"not a valid regular expression: {exc}") from None
+    # re warns in these categories; catch_warnings is process-wide, and a reload
+    # parses in a thread, so other warnings are the reactor's, not the pattern's.
+    ours = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    if ours:
+        raise PatternError(_warned(str(ours[0].message), source))
+    return tree, regex
 
 
-def _ascii_set(test: Any) -> int:
-    return sum(1 << c for c in range(128) if test(chr(c)))
+_POSIX: Final = re.compile(r"\[:(\w+):\]")
+_SPELLINGS: Final = {"alpha": "[a-zA-Z] or [^\\W\\d_]", "digit": "[0-9] or \\d", "space": "\\s"}
 
 
-_DIGITS: Final = _ascii_set(str.isdigit)
-_SPACES: Final = _ascii_set(str.isspace)
-_WORD: Final = _ascii_set(lambda c: c.isalnum() or c == "_")
-_CATEGORIES: Final = {
-    "CATEGORY_DIGIT": _DIGITS | U_DIGIT,
-    "CATEGORY_NOT_DIGIT": ALL & ~(_DIGITS | U_DIGIT),
-    "CATEGORY_SPACE": _SPACES | U_SPACE,
-    "CATEGORY_NOT_SPACE": ALL & ~(_SPACES | U_SPACE),
-    "CATEGORY_WORD": _WORD | U_DIGIT | U_ALPHA,
-    "CATEGORY_NOT_WORD": ALL & ~(_WORD | U_DIGIT | U_ALPHA),
+def _warned(message: str, source: str) -> str:
+    posix = _POSIX.search(source)
+    if posix and message.startswith("Possible nested set"):
+        name = posix.group(1)
+        spelling = _SPELLINGS.get(name, "the characters in a set, e.g. [a-zA-Z] for [:alpha:]")
+        return (
+            f"POSIX classes such as [:{name}:] are not supported by Python's re (it reads "
+            f"[[:{name}:] as one set of characters, then a literal ]); write {spelling}"
+        )
+    return (
+        f"{message[:1].lower()}{message[1:]}: Python's re warns that a future version may "
+        "read this set differently; escape the character"
+    )
+
+
+def _offer_shorter(source: str, refusal: PatternError) -> PatternError:
+    """Rules use re.search, so an outer .* only adds backtracking: offer the pattern without."""
+    shorter = source
+    for prefix in ("^.*?", "^.*", ".*?", ".*"):
+        if shorter.startswith(prefix):
+            shorter = shorter.removeprefix(prefix)
+            break
+    for suffix in (".*?$", ".*$", ".*?", ".*"):
+        cut = len(shorter) - len(suffix)
+        if shorter.endswith(suffix) and (cut - len(shorter[:cut].rstrip("\\"))) % 2 == 0:
+            shorter = shorter[:cut]
+            break
+    if shorter in {"", source}:
+        return refusal
+    try:
+        _walk(_parse(shorter)[0])
+    except PatternError:
+        return refusal
+    return PatternError(
+        "a leading or trailing .* is redundant, as the value is searched anywhere "
+        f"(re.search): write /{shorter}/, which matches the same values and stays fast"
+    )
+
+
+# ---- character sets, as re matches them ------------------------------------
+#
+# The tree is first rewritten with every character set replaced by ("SET",
+# bits), computed under the flags in force where it stands ((?-i:...) turns
+# folding off). ASCII bits are exact: re tries all 128 characters. Non-ASCII
+# characters can only be told apart from their class through case, so re also
+# tries every cased one (and their lower cases), found with the functions sre
+# folds by; the rest match as themselves and get the coarse class bits below.
+
+Node = tuple[str, Any]
+_REPEATS: Final = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+_SET_FLAGS: Final = re.IGNORECASE | re.ASCII | re.DOTALL
+_CATEGORY: Final = {
+    f"CATEGORY_{neg}{name}": "\\" + (code.upper() if neg else code)
+    for name, code in (("DIGIT", "d"), ("SPACE", "s"), ("WORD", "w"))
+    for neg in ("", "NOT_")
 }
+# One uncased character per non-ASCII class: \d, \s and \w answer alike for a whole class.
+_SAMPLES: Final = "\u0663\u4e00\u2003\u20ac"
 
 
-def _char(code: int) -> int:
-    """The set one literal matches, with case folded (always, to err safe)."""
-    ch = chr(code)
-    bits = 0
-    for variant in {ch, ch.lower(), ch.upper()}:
-        if len(variant) == 1 and ord(variant) < 128:
-            bits |= 1 << ord(variant)
+def _walk(tree: Any) -> None:
+    _sequence(_normal(list(tree), tree.state.flags), (), loops=0)
+
+
+def _normal(items: list[tuple[Any, Any]], flags: int) -> list[Node]:
+    return [_normal_item(str(op), av, flags) for op, av in items]
+
+
+def _normal_item(name: str, av: Any, flags: int) -> Node:
+    if name in {"LITERAL", "NOT_LITERAL", "ANY", "IN"}:
+        source, bits = _render(name, av)
+        return ("SET", bits if source is None else bits | _probe(source, flags & _SET_FLAGS))
+    if name == "SUBPATTERN":
+        return (name, _normal(list(av[3]), (flags | av[1]) & ~av[2]))
+    if name == "ATOMIC_GROUP":
+        return (name, _normal(list(av), flags))
+    if name == "BRANCH":
+        # Alternatives of different lengths act as an optional part: (aa|a) is aa?.
+        widths = {alt.getwidth() for alt in av[1]}
+        uneven = len(widths) > 1 or any(low != high for low, high in widths)
+        return (name, ([_normal(list(alt), flags) for alt in av[1]], uneven))
+    if name in _REPEATS:
+        return (name, (av[0], av[1], _normal(list(av[2]), flags)))
+    return (name, av)
+
+
+def _render(name: str, av: Any) -> tuple[str | None, int]:
+    """The set as a one-character pattern for re to try, and the classes of the
+    uncased non-ASCII characters it matches as themselves (a superset)."""
+    if name in {"LITERAL", "NOT_LITERAL"}:
+        negate = "^" if name == "NOT_LITERAL" else ""
+        return f"[{negate}{_code(av)}]", UNICODE if negate else _bit(av) & UNICODE
+    items: list[tuple[str, Any]] = [("ANY", 0)]
+    if name == "IN":
+        items = [(str(op), item) for op, item in av]
+    parts, bits = [], 0
+    for kind, item in items:
+        if kind == "LITERAL":
+            parts.append(_code(item))
+            bits |= _bit(item) & UNICODE
+        elif kind == "RANGE":
+            parts.append(f"{_code(item[0])}-{_code(item[1])}")
+            bits |= UNICODE if item[1] >= 128 else 0
+        elif kind in {"NEGATE", "ANY"}:
+            parts.append("^" if kind == "NEGATE" else ".")
+            bits |= UNICODE
+        elif str(item) in _CATEGORY:
+            parts.append(_CATEGORY[str(item)])
         else:
-            bits |= _unicode_class(variant[0])
-    if ch.lower() in "ks":  # KELVIN SIGN and LONG S fold to k and s
-        bits |= U_ALPHA
-    return bits
+            return None, ALL
+    return "".join(parts) if name == "ANY" else f"[{''.join(parts)}]", bits
 
 
-def _unicode_class(ch: str) -> int:
+def _code(code: int) -> str:
+    return f"\\U{code:08x}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe(source: str, flags: int) -> int:
+    text, bits = probe_text()
+    found = 0
+    for match in re.compile(source, flags).finditer(text):
+        found |= bits[match.start()]
+    return found
+
+
+@functools.cache
+def probe_text() -> tuple[str, tuple[int, ...]]:
+    """ASCII, the class samples, and every character whose matching case can change.
+
+    sre compares a character's simple lower case with the set's (plus a few
+    extra equivalences, all between cased characters), so a character that is
+    not cased and no cased one's lower case matches only as itself.
+    """
+    cased = [c for c in range(128, sys.maxunicode + 1) if _sre.unicode_iscased(c)]
+    codes = {*range(128), *cased, *map(_sre.unicode_tolower, cased), *map(ord, _SAMPLES)}
+    ordered = sorted(codes)
+    return "".join(map(chr, ordered)), tuple(_bit(c) for c in ordered)
+
+
+def _bit(code: int) -> int:
+    if code < 128:
+        return 1 << code
+    ch = chr(code)
     if ch.isdecimal():
         return U_DIGIT
     if ch.isalnum() or ch == "_":
@@ -118,78 +259,37 @@ def _unicode_class(ch: str) -> int:
     return U_SPACE if ch.isspace() else U_OTHER
 
 
-def _range(low: int, high: int) -> int:
-    bits = 0
-    for code in range(low, min(high, 127) + 1):
-        bits |= _char(code)
-    return bits | (UNICODE if high >= 128 else 0)
-
-
-def _class(items: list[tuple[Any, Any]]) -> int:
-    bits, negate = 0, False
-    for op, av in items:
-        name = str(op)
-        if name == "NEGATE":
-            negate = True
-        elif name == "LITERAL":
-            bits |= _char(av)
-        elif name == "RANGE":
-            bits |= _range(*av)
-        elif name == "CATEGORY":
-            bits |= _CATEGORIES.get(str(av), ALL)
-        else:
-            bits = ALL
-    # A negated class keeps every non-ASCII class: a superset is the safe side.
-    return (ALL & ~bits) | UNICODE if negate else bits
-
-
-def _charset(name: str, av: Any) -> int | None:
-    if name == "LITERAL":
-        return _char(av)
-    if name == "NOT_LITERAL":
-        return (ALL & ~(1 << av if av < 128 else 0)) | UNICODE
-    if name == "ANY":
-        return ALL
-    if name == "IN":
-        return _class(av)
-    return None
-
-
 # ---- first characters, emptiness, all characters --------------------------
 
 
-def _children(name: str, av: Any) -> list[list[tuple[Any, Any]]]:
+def _children(name: str, av: Any) -> list[list[Node]]:
     if name == "BRANCH":
-        return [list(alt) for alt in av[1]]
-    if name == "SUBPATTERN":
-        return [list(av[3])]
-    if name == "ATOMIC_GROUP":
-        return [list(av)]
-    if name in {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}:
-        return [list(av[2])] if av[1] > 0 else []
+        return list(av[0])
+    if name in {"SUBPATTERN", "ATOMIC_GROUP"}:
+        return [av]
+    if name in _REPEATS:
+        return [av[2]] if av[1] > 0 else []
     return []
 
 
-def _nullable(items: list[tuple[Any, Any]]) -> bool:
-    return all(_nullable_item(str(op), av) for op, av in items)
+def _nullable(items: list[Node]) -> bool:
+    return all(_nullable_item(name, av) for name, av in items)
 
 
 def _nullable_item(name: str, av: Any) -> bool:
-    if _charset(name, av) is not None:
+    if name == "SET":
         return False
     if name == "BRANCH":
-        return any(_nullable(alt) for alt in _children(name, av))
-    if name in {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"} and av[0] == 0:
+        return any(_nullable(alt) for alt in av[0])
+    if name in _REPEATS and av[0] == 0:
         return True
     return all(_nullable(child) for child in _children(name, av))
 
 
-def _first(items: list[tuple[Any, Any]]) -> int:
+def _first(items: list[Node]) -> int:
     bits = 0
-    for op, av in items:
-        name = str(op)
-        direct = _charset(name, av)
-        bits |= direct if direct is not None else _first_of_children(name, av)
+    for name, av in items:
+        bits |= av if name == "SET" else _first_of_children(name, av)
         if not _nullable_item(name, av):
             break
     return bits
@@ -202,13 +302,11 @@ def _first_of_children(name: str, av: Any) -> int:
     return bits
 
 
-def _chars(items: list[tuple[Any, Any]]) -> int:
+def _chars(items: list[Node]) -> int:
     bits = 0
-    for op, av in items:
-        name = str(op)
-        direct = _charset(name, av)
-        if direct is not None:
-            bits |= direct
+    for name, av in items:
+        if name == "SET":
+            bits |= av
         for child in _children(name, av):
             bits |= _chars(child)
     return bits
@@ -229,18 +327,31 @@ _REFUSED: Final = {
     "ASSERT": "lookahead and lookbehind are not allowed",
     "ASSERT_NOT": "negative lookahead and lookbehind are not allowed",
 }
+_NESTED: Final = (
+    "a repeat inside a repeat can match the same text in many ways (like (a+)+); end "
+    "each repetition with a character the inner part cannot match, e.g. ([a-z0-9-]+\\.)+"
+)
+_UNEVEN: Final = (
+    "alternatives of different lengths inside a repeat can split the same text in many "
+    "ways (like (aa|a)+ or (ab?(bc|c))+); make them the same length, or end each "
+    "repetition with a character nothing before it can match"
+)
+_ADJACENT: Final = (
+    "two repeats in a row can match the same characters (like \\d+\\d+ or x.*y.*z), which "
+    "makes matching slow; separate them by a character the second cannot match, or use "
+    "a class such as [^y]*"
+)
 
 
-def _sequence(items: list[tuple[Any, Any]], state: Open, loops: int) -> Open:
-    for op, av in items:
-        state = _item(str(op), av, state, loops)
+def _sequence(items: list[Node], state: Open, loops: int) -> Open:
+    for name, av in items:
+        state = _item(name, av, state, loops)
     return state
 
 
 def _item(name: str, av: Any, state: Open, loops: int) -> Open:
-    direct = _charset(name, av)
-    if direct is not None:
-        return _after_char(direct, state)
+    if name == "SET":
+        return _after_char(av, state)
     if name in _REFUSED:
         raise PatternError(_REFUSED[name])
     if name == "AT":
@@ -248,8 +359,8 @@ def _item(name: str, av: Any, state: Open, loops: int) -> Open:
     if name == "BRANCH":
         return _branch(av, state, loops)
     if name in {"SUBPATTERN", "ATOMIC_GROUP"}:
-        return _sequence(_children(name, av)[0], state, loops)
-    if name in {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}:
+        return _sequence(av, state, loops)
+    if name in _REPEATS:
         return _repeat(av, state, loops)
     raise PatternError(f"{name.lower()} is not supported")
 
@@ -260,16 +371,19 @@ def _after_char(bits: int, state: Open) -> Open:
 
 
 def _branch(av: Any, state: Open, loops: int) -> Open:
-    alternatives = _children("BRANCH", av)
+    alternatives, uneven = av[0], av[1] and loops > 0  # outside a repeat: a constant factor
     if loops:
         _check_alternatives(alternatives)
+    chars = _chars([("BRANCH", av)])
+    if uneven and _clashes(_first_of_children("BRANCH", av), chars, state):
+        raise PatternError(_UNEVEN)
     out: Open = ()
     for alt in alternatives:
         out += _sequence(alt, state, loops)
-    return _merge(out)
+    return _merge((*out, (chars, 0)) if uneven else out)
 
 
-def _check_alternatives(alternatives: list[list[tuple[Any, Any]]]) -> None:
+def _check_alternatives(alternatives: list[list[Node]]) -> None:
     """Inside a repeat, two alternatives that can match the same text multiply."""
     seen, empty = 0, False
     for alt in alternatives:
@@ -283,14 +397,14 @@ def _check_alternatives(alternatives: list[list[tuple[Any, Any]]]) -> None:
 
 
 def _repeat(av: Any, state: Open, loops: int) -> Open:
-    low, high, body = av[0], av[1], list(av[2])
+    low, high, body = av
     if high == 0:
         return state
     if high > 1 and _nullable(body):
         raise PatternError("a repeated part can match nothing (like (a*)*); make it match text")
     first, variable = _first(body), high != low
-    if variable:
-        _check_clash(first, _chars(body), state, nested=loops > 0)
+    if variable and _clashes(first, _chars(body), state):
+        raise PatternError(_NESTED if loops > 0 else _ADJACENT)
     inner = loops + (high > 1)
     if inner > MAX_NESTING:
         raise PatternError(f"repeats nest more than {MAX_NESTING} deep")
@@ -304,7 +418,7 @@ def _repeat(av: Any, state: Open, loops: int) -> Open:
     return _merge(out)
 
 
-def _iterate(body: list[tuple[Any, Any]], state: Open, loops: int) -> Open:
+def _iterate(body: list[Node], state: Open, loops: int) -> Open:
     """Walk the body again after itself until no new open repeat appears."""
     for _ in range(ALL.bit_length()):
         again = _merge(state + _sequence(body, state, loops))
@@ -314,20 +428,8 @@ def _iterate(body: list[tuple[Any, Any]], state: Open, loops: int) -> Open:
     return state
 
 
-def _check_clash(first: int, chars: int, state: Open, *, nested: bool) -> None:
-    for open_, seps in state:
-        if first & open_ and (not seps or chars & seps):
-            if nested:
-                raise PatternError(
-                    "a repeat inside a repeat can match the same text in many ways "
-                    "(like (a+)+); end each repetition with a character the inner part "
-                    "cannot match, e.g. ([a-z0-9-]+\\.)+"
-                )
-            raise PatternError(
-                "two repeats in a row can match the same characters (like \\d+\\d+ or "
-                ".*x.*), which makes matching slow; separate them by a character the "
-                "second cannot match, or use a class such as [^x]*"
-            )
+def _clashes(first: int, chars: int, state: Open) -> bool:
+    return any(first & open_ and (not seps or chars & seps) for open_, seps in state)
 
 
 def _merge(state: Open) -> Open:
