@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -23,7 +24,9 @@ LONG = "x" * 200 + "@example.com"
 
 
 def unix_config(tmp_path: Path, socket_path: Path, users: list[str]) -> Path:
-    path = tmp_path / "postgate.toml"
+    """A config of its own directory, so each daemon has a log of its own."""
+    (tmp_path / users[0]).mkdir()
+    path = tmp_path / users[0] / "postgate.toml"
     path.write_text(
         f'[daemon]\nlisten = ["unix:{socket_path}:mode=666"]\nallow_users = {users!r}\n\n'
         '[[rules]]\nid = "ECHO"\naction = "550 5.7.1 echo {recipient}"\n'
@@ -33,13 +36,16 @@ def unix_config(tmp_path: Path, socket_path: Path, users: list[str]) -> Path:
 
 def read_replies(sock: socket.socket, count: int, timeout: float = 30.0) -> bytes:
     sock.settimeout(timeout)
-    data = b""
-    while data.count(b"\n\n") < count:
+    chunks: list[bytes] = []
+    seen = 0
+    while seen < count:
         chunk = sock.recv(1 << 16)
         if not chunk:
             break
-        data += chunk
-    return data
+        # A reply never holds a blank line, and one arrives split at worst in two.
+        seen += (chunks[-1][-1:] + chunk).count(b"\n\n") if chunks else chunk.count(b"\n\n")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class TestPeersThatDoNotRead:
@@ -51,6 +57,9 @@ class TestPeersThatDoNotRead:
         burst = one * 2000
         with Daemon(write_config(tmp_path, port)) as daemon:
             assert daemon.proc is not None
+            probe = connect(("127.0.0.1", port), socket.AF_INET)
+            probe.sendall(one)
+            reply = read_replies(probe, 1)  # the value comes back shortened
             before = rss_kib(daemon.proc.pid)
             sock = connect(("127.0.0.1", port), socket.AF_INET)
             sock.setblocking(False)  # noqa: FBT003 - socket's own API
@@ -68,11 +77,10 @@ class TestPeersThatDoNotRead:
             daemon.wait_for_log('"event":"peer_not_reading"')
             warned = daemon.log().count('"event":"peer_not_reading"')
         assert (True, True) == (sent < 64 << 20, grown < 48 << 10), (sent, grown)
-        assert (
-            echo_reply("echo", LONG) * complete
-            == replies[
-                : len(replies) // len(echo_reply("echo", LONG)) * len(echo_reply("echo", LONG))
-            ]
+        # Compared as a count and a truth value: a diff of megabytes would take minutes.
+        assert (complete, True) == (
+            replies.count(b"\n\n"),
+            replies == reply * complete,
         )
         assert 1 == warned
 
@@ -105,9 +113,14 @@ class TestSlots:
         me = pwd.getpwuid(os.getuid()).pw_name
         with Daemon(unix_config(tmp_path, path, ["nobody"])) as daemon:
             refused = connect(str(path), socket.AF_UNIX)
-            refused.sendall(encode_request(request("a@x")))
             refused.settimeout(5.0)
-            assert b"" == refused.recv(100)
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                refused.sendall(encode_request(request("a@x")))
+            try:
+                answer = refused.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert b"" == answer
             daemon.wait_for_log('"event":"connection_refused"')
             assert f'"user":"{me}"' in daemon.log()
         with Daemon(unix_config(tmp_path, path, [me])):
