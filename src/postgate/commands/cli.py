@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO, cast
 
 from postgate import __version__
 from postgate.commands.replay import EX_CONFIG
@@ -174,8 +174,9 @@ def _start(config: Config, listen: tuple[str, ...], reactor: Any) -> Daemon | No
     Inside the reactor, Twisted would log the failure again with a traceback
     and "Main loop terminated"; an admin needs the one reason.
     """
-    import structlog
+    import os
 
+    from postgate.daemon.logs import journal_wanted
     from postgate.daemon.service import Daemon
     from postgate.daemon.systemd import Notifier
 
@@ -183,7 +184,10 @@ def _start(config: Config, listen: tuple[str, ...], reactor: Any) -> Daemon | No
         daemon = Daemon(config, reactor, Notifier.from_environ(), listen)
         daemon.start()
     except Exception as exc:  # noqa: BLE001 - any bind error must end the start loudly
-        structlog.get_logger("postgate").error("start_failed", error=_reason(exc))
+        # The journal files a line by its syslog prefix: <3> is an error.
+        journal = journal_wanted(os.environ, cast("BinaryIO", sys.stderr))  # only fileno() is used
+        level = "<3>" if journal else ""
+        print(f"{level}postgate: cannot start: {_reason(exc)}", file=sys.stderr)
         return None
     return daemon
 
