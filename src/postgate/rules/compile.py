@@ -93,7 +93,8 @@ class _Compiler:
             return self._group(table, place, (depth, states), rule_id, conditions)
         action = self._rule_action(table, place, shortcut)
         if action is not None:
-            header_action_problem(action, states, place, self.ctx.problems)
+            where = _key_place(table, place, ("action", "reply"))
+            header_action_problem(action, states, where, self.ctx.problems)
         if rule_id is None or conditions is None or action is None:
             return None
         kind = next((key for key in SHORTCUTS if key in table), "")
@@ -190,7 +191,8 @@ class _Compiler:
         children = self.nodes(children_raw, f"{place}.rules", depth + 1, states)
         default = self._one_action(table, place, ("default", "default_reply"), required=False)
         if isinstance(default, Action):
-            header_action_problem(default, states, place, self.ctx.problems)
+            where = _key_place(table, place, ("default", "default_reply"))
+            header_action_problem(default, states, where, self.ctx.problems)
         if rule_id is None or conditions is None or default is False:
             return None
         return Group(
@@ -246,6 +248,11 @@ class _Compiler:
         except ReplyError as exc:
             self.ctx.error(place, str(exc))
             return False
+
+
+def _key_place(table: Mapping[str, Any], place: str, keys: tuple[str, str]) -> str:
+    """The place of the key an action came from; the rule's own for a shortcut default."""
+    return next((f"{place}.{key}" for key in keys if key in table), place)
 
 
 def _reachable_states(
