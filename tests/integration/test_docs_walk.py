@@ -4,8 +4,9 @@ Every ```sh block of the two pages runs in order, in one bash (``set -e``),
 so ``. .venv/bin/activate`` in one block holds for the next, as it would for
 an admin pasting them into one terminal. The README's blocks run in the
 clone; install.md's absolute paths are moved under a temporary root. The
-clone is of the working tree as it is (``git stash create`` when it has
-changes), so the test checks the pages being edited.
+clone is of the working tree as it is (``git stash create`` when tracked
+files have changes; a new file is seen once it is added to the index), so
+the test checks the pages being edited.
 
 An HTML comment on the line before a block says how the walk treats it:
 
@@ -141,7 +142,7 @@ def _wrapped(block: Block, body: str, root: Path, port: int) -> str:
 
 
 def fresh_clone(target: Path) -> None:
-    """A clone of the working tree as it is now, uncommitted edits included."""
+    """A clone of the working tree as it is now, edits of tracked files included."""
     snapshot = subprocess.run(
         ["git", "-C", str(REPO), "stash", "create"], capture_output=True, text=True, check=True
     ).stdout.strip()
