@@ -10,6 +10,7 @@ Postfix log line the action produced, and postgate's own logged answer. The
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import smtplib
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from postgate.replies import planned
 from postgate.replies.catalogue import NAMED
 from postgate.replies.model import Verb
 from tests.integration.support.postfix import PrivatePostfix, log_checked
@@ -59,6 +61,10 @@ class Case:
         return " ".join(part for part in (self.state, named, self.note) if part)
 
     def rule(self, index: int) -> str:
+        # Replies of planned features are not offered to rules yet: the same
+        # line, written out, shows what Postfix will do with them.
+        if self.reply in planned.REPLIES:
+            return dataclasses.replace(self, reply="", action=NAMED[self.reply].line).rule(index)
         answer = f"reply = {json.dumps(self.reply)}" if self.reply else ""
         answer = answer or f"action = {json.dumps(self.action)}"
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -64,12 +65,12 @@ BROKEN = [
             '[[rules]]\nid = "BAD_NET"\n'
             'client_address = { network = ["10.0.0.0/33"] }\naction = "DUNNO"\n'
         ),
-        "rules[0].client_address.network[0]",
+        "rules[0] (BAD_NET).client_address.network[0]",
         "'10.0.0.0/33' is not a network",
     ),
     (
         '[[rules]]\nid = "MISMATCH"\naction = "554 4.7.1 No"\n',
-        "rules[0].action",
+        "rules[0] (MISMATCH).action",
         "5.7.1",
     ),
     (
@@ -141,12 +142,13 @@ class TestCheckCommand:
     def test_broken_config_names_file_place_and_reason(
         self, tmp_path: Path, text: str, place: str, reason: str
     ) -> None:
-        """`postgate check` exits 78 and prints FILE: place: reason for the mistake."""
+        """`postgate check` exits 78 and prints FILE:LINE: place: reason for the mistake."""
         path = tmp_path / "postgate.toml"
         path.write_text(text)
         status, out, err = run_check(path)
-        prefix = f"error: {path}: {place}: " if place else f"error: {path}: "
-        lines = [line for line in err.splitlines() if line.startswith(prefix)]
+        where = re.escape(f"error: {path}") + r"(:\d+)?: "
+        prefix = re.compile(where + re.escape(f"{place}: ") if place else where)
+        lines = [line for line in err.splitlines() if prefix.match(line)]
         assert (EX_CONFIG, "") == (status, out)
         assert lines, err
         assert reason in lines[0], err

@@ -89,7 +89,7 @@ class TestConfigChoice:
         pytester.makefile(".policy", test_broken=GOOD)
         result = run(pytester)
         result.assert_outcomes(errors=1)
-        assert any("rules[0].bogus" in line for line in result.outlines)
+        assert any("postgate.toml:3: rules[0] (X).bogus" in line for line in result.outlines)
         assert not any("Traceback" in line for line in result.outlines)
 
     def test_missing_configuration_says_how_to_name_one(self, pytester: pytest.Pytester) -> None:

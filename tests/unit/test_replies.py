@@ -335,7 +335,7 @@ class TestTemplates:
 
     def test_template_action_has_no_wire_and_renders_per_request(self) -> None:
         """A templated action is encoded per request through protocol.encode."""
-        action = named_reply("dnsbl_listed")
+        action = NAMED["dnsbl_listed"]
         expected = encode(
             "554 5.7.1 Service unavailable; Client host [192.0.2.9] is listed on a DNS blocklist"
         )
@@ -413,7 +413,7 @@ class TestNamedCatalogue:
     )
     def test_issue_examples_have_the_issue_wording(self, name: str, line: str) -> None:
         """The replies issue 3 spells out are exactly as written there."""
-        assert line == named_reply(name).line
+        assert line == NAMED[name].line
 
     @pytest.mark.parametrize("name", sorted(NAMED))
     def test_every_named_reply_validates_without_warnings(self, name: str) -> None:

@@ -187,5 +187,8 @@ class TestListKinds:
                 "lists.z.item: unknown key (did you mean 'items'?); "
                 "known: type, items, file, subdomains"
             ),
-            "lists.z.type: 'ip' is not one of network, domain, address, string, fingerprint",
+            (
+                "lists.z.type: 'ip' is not one of network, domain, address, string, "
+                "fingerprint, pattern"
+            ),
         ] == [f"{p.place}: {p.reason}" for p in problems.errors]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO, cast
 
 from postgate import __version__
 from postgate.commands.replay import EX_CONFIG
 from postgate.commands.rule_tests import config_option
-from postgate.config.load import DEFAULT_PATH, Config, load_config
+from postgate.config.load import DEFAULT_PATH, Config, endpoint_problem, load_config
 from postgate.config.problems import ConfigError, report_lines
 from postgate.rules.program import legend
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from twisted.internet.defer import Deferred
+
+    from postgate.daemon.service import Daemon
 
 
 DESCRIPTION = """\
@@ -40,6 +42,7 @@ commands:
   replay   evaluate recorded requests, print decisions, check expectations
   diff     replay requests through two configs and report what changes
   test     run test_*.policy files (recorded requests with expected answers)
+  ask      send one request to a running postgate and print its answer
 """
 
 
@@ -75,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("replay", help="evaluate recorded requests and check expectations (replay -h)")
     sub.add_parser("diff", help="show which recorded requests two configs answer differently")
     sub.add_parser("test", help="run the test_*.policy files beside a config (test -h)")
+    sub.add_parser("ask", help="send one request to a running postgate (ask -h)")
     return parser
 
 
@@ -147,28 +151,47 @@ def _test(argv: list[str]) -> int:
     return test_main(argv, sys.stdout, sys.stderr)
 
 
-_TOOLS: Final = {"codes": _codes, "replay": _replay, "diff": _diff, "test": _test}
+def _ask(argv: list[str]) -> int:
+    from postgate.commands.ask import main as ask_main
+
+    return ask_main(argv, sys.stdout, sys.stderr, sys.stdin)
+
+
+_TOOLS: Final = {"codes": _codes, "replay": _replay, "diff": _diff, "test": _test, "ask": _ask}
 
 
 def _run(args: argparse.Namespace) -> int:
+    listen = tuple(args.listen or ())
+    for endpoint in listen:
+        problem = endpoint_problem(endpoint)
+        if problem:
+            print(f"postgate: --listen {problem}", file=sys.stderr)
+            return 2
     config = _load(args.config, sys.stderr)
     if config is None:
         return EX_CONFIG
-    from twisted.internet import task
+    from twisted.internet import reactor, task
 
     from postgate.daemon import logs
 
     logs.configure(config.daemon.log_level, config.daemon.log_format)
     logs.bridge_twisted(config.daemon.log_level)
-    listen = tuple(args.listen or ())
-    task.react(_serve, (config, listen))
+    daemon = _start(config, listen, reactor)
+    if daemon is None:
+        return 1
+    task.react(_serve, (daemon,))
     return 0  # react() exits the process itself
 
 
-def _serve(reactor: Any, config: Config, listen: tuple[str, ...]) -> Deferred[None]:
-    import structlog
-    from twisted.internet.defer import Deferred, fail
+def _start(config: Config, listen: tuple[str, ...], reactor: Any) -> Daemon | None:
+    """Bind every listener before the reactor runs: a failure is one log line, exit 1.
 
+    Inside the reactor, Twisted would log the failure again with a traceback
+    and "Main loop terminated"; an admin needs the one reason.
+    """
+    import os
+
+    from postgate.daemon.logs import journal_wanted
     from postgate.daemon.service import Daemon
     from postgate.daemon.systemd import Notifier
 
@@ -176,11 +199,25 @@ def _serve(reactor: Any, config: Config, listen: tuple[str, ...]) -> Deferred[No
         daemon = Daemon(config, reactor, Notifier.from_environ(), listen)
         daemon.start()
     except Exception as exc:  # noqa: BLE001 - any bind error must end the start loudly
-        structlog.get_logger("postgate").error("start_failed", error=str(exc))
-        print(f"postgate: cannot start: {exc}", file=sys.stderr)
-        return fail(exc)
+        # The journal files a line by its syslog prefix: <3> is an error.
+        journal = journal_wanted(os.environ, cast("BinaryIO", sys.stderr))  # only fileno() is used
+        level = "<3>" if journal else ""
+        print(f"{level}postgate: cannot start: {_reason(exc)}", file=sys.stderr)
+        return None
+    return daemon
+
+
+def _reason(exc: Exception) -> str:
+    # CannotListenError's own text is already a sentence; others may be bare.
+    text = str(exc) or type(exc).__name__
+    return text.removesuffix(".")
+
+
+def _serve(reactor: Any, daemon: Daemon) -> Deferred[None]:
+    from twisted.internet.defer import Deferred
+
     # All are in place before the daemon announces itself (`started`,
-    # READY=1) on the next reactor turn, after Twisted's own SIGTERM handler.
+    # READY=1) on the first reactor turn, after Twisted's own SIGTERM handler.
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload))
     signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(daemon.toggle_recording))

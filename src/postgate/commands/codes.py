@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Final
 
-from postgate.replies import registry
+from postgate.replies import planned, registry
 from postgate.replies.advice import advise_dsn
-from postgate.replies.catalogue import NAMED, SCENARIOS
+from postgate.replies.catalogue import NAMED, OFFERED, SCENARIOS
 from postgate.replies.parsing import parse_action
 from postgate.replies.sent import smtp_reply
 from postgate.replies.text import DSN_LIKE, ReplyError
@@ -294,6 +294,8 @@ def _line_codes(code: int | None, dsn: str | None) -> list[str]:
 def _explain_named(name: str, out: TextIO) -> int:
     action = NAMED[name]
     _write(out, [f"{name}: {SCENARIOS[name]}"])
+    if name in planned.REPLIES:
+        _write(out, [f"  not offered in rules yet: {planned.REPLIES[name]}"])
     return _explain_line(action.line, out)
 
 
@@ -313,7 +315,9 @@ def _list_all(out: TextIO) -> None:
 
 def _list_named(out: TextIO) -> None:
     width = max(len(name) for name in NAMED)
-    _write(out, (f"{name:<{width}}  {action.line}" for name, action in NAMED.items()))
+    _write(out, (f"{name:<{width}}  {NAMED[name].line}" for name in OFFERED))
+    _write(out, ["", "Not offered until postgate has the feature (rules may not name them):"])
+    _write(out, (f"{n:<{width}}  {NAMED[n].line}" for n in NAMED if n not in OFFERED))
 
 
 def _write(out: TextIO, lines: Iterable[str]) -> None:

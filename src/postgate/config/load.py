@@ -13,21 +13,24 @@ from __future__ import annotations
 import contextlib
 import grp
 import pwd
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.places import locate
 from postgate.config.problems import ConfigError, Problem, Problems
 from postgate.config.record import RecordSettings, parse_record_settings
-from postgate.config.values import Values, check_keys
+from postgate.config.values import Values, check_keys, suggest
+from postgate.replies import planned
 from postgate.replies.model import DUNNO, Action
 from postgate.rules import Ruleset, compile_ruleset
 from postgate.rules.networks import NetworkSet, parse_network
 from postgate.wire.codec import Limits
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 DEFAULT_PATH: Final = Path("/etc/postgate/postgate.toml")
 DEFAULT_LISTEN: Final = ("tcp:10040:interface=127.0.0.1",)
@@ -81,12 +84,19 @@ class Config:
 def load_config(path: Path) -> Config:
     """Read, validate and compile ``path``; raise `ConfigError` on any error."""
     problems = Problems(str(path))
-    doc = _read_toml(path, problems)
+    text = _read_text(path, problems)
+    doc = _parse_toml(text, problems) if text is not None else {}
     problems.raise_if_any()
-    check_keys(doc, TOP_LEVEL, "", problems)
+    for key in [k for k in doc if k.lower() in planned.KEYS]:
+        problems.error(key, planned.KEYS[key.lower()])
+    check_keys(
+        {k: v for k, v in doc.items() if k.lower() not in planned.KEYS}, TOP_LEVEL, "", problems
+    )
     daemon = _daemon(doc.get("daemon", {}), problems)
     record = _record(doc.get("record", {}), path.parent, problems)
     ruleset = compile_ruleset(doc, path.parent, problems)
+    locate(problems.errors, doc, text or "", str(path))
+    locate(problems.warnings, doc, text or "", str(path))
     problems.raise_if_any()
     return Config(path, daemon, ruleset, tuple(problems.warnings), record)
 
@@ -98,16 +108,22 @@ def _record(raw: Any, base_dir: Path, p: Problems) -> RecordSettings:
     return parse_record_settings(raw, p, base_dir)
 
 
-def _read_toml(path: Path, problems: Problems) -> dict[str, Any]:
+def _read_text(path: Path, problems: Problems) -> str | None:
+    """The file as text; kept beside the parsed table to find lines for problems."""
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        return path.read_bytes().decode("utf-8")
     except OSError as exc:
         problems.error("", f"cannot read: {exc.strerror or exc}")
-    except tomllib.TOMLDecodeError as exc:
-        problems.error("", f"not valid TOML: {exc}")
     except UnicodeDecodeError as exc:
         problems.error("", f"not valid UTF-8: {exc}")
+    return None
+
+
+def _parse_toml(text: str, problems: Problems) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problems.error("", f"not valid TOML: {exc}")
     return {}
 
 
@@ -140,7 +156,7 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
     get = Values(raw, "daemon", p)
     limits = _limits(get, base.limits)
     return DaemonConfig(
-        listen=get.strings("listen", base.listen, _endpoint_problem),
+        listen=get.strings("listen", base.listen, endpoint_problem),
         allow=_network_set(get.strings("allow", LOOPBACK, _network_problem)),
         limits=limits,
         request_timeout=get.number("request_timeout", base.request_timeout, 0.1, 3600),
@@ -213,13 +229,137 @@ def _group_problem(name: str) -> str | None:
     return None
 
 
-def _endpoint_problem(item: str) -> str | None:
-    kind = item.split(":", 1)[0]
+def endpoint_problem(item: str) -> str | None:
+    """What is wrong with one ``listen`` endpoint; the same for the config and ``--listen``.
+
+    Twisted's endpoint syntax (``tcp:PORT:interface=ADDR``, ``unix:PATH:mode=660``,
+    ``systemd:domain=INET:name=NAME``) is checked here, so ``postgate check``
+    catches what would otherwise stop the daemon at start.
+    """
+    kind, colon, rest = item.partition(":")
     if kind not in ENDPOINT_TYPES:
-        return f"{item!r}: endpoint type {kind!r} is not one of {', '.join(ENDPOINT_TYPES)}"
-    if ":" not in item:
-        return f"{item!r}: an endpoint needs arguments, e.g. tcp:10040:interface=127.0.0.1"
+        return f"{item!r}: endpoint type {kind!r} is not one of {', '.join(ENDPOINT_TYPES)}" + (
+            _endpoint_hint(item)
+        )
+    if not colon or not rest:
+        need = "a socket path" if kind == "unix" else "arguments"
+        return f"{item!r}: an endpoint needs {need}, e.g. {_EXAMPLES[kind]}"
+    positional, named = _endpoint_args(rest)
+    spec = _ENDPOINT_ARGS[kind]
+    for key in named:
+        if key not in spec:
+            return (
+                f"{item!r}: {kind} takes {', '.join(spec)}, not {key!r}{suggest(key, spec)}; "
+                f"e.g. {_EXAMPLES[kind]}"
+            )
+    if len(positional) > len(_POSITIONAL[kind]):
+        return f"{item!r}: too many ':'-separated parts; e.g. {_EXAMPLES[kind]}"
+    values = dict(zip(_POSITIONAL[kind], positional, strict=False)) | named
+    for key, value in values.items():
+        reason = spec[key](value)
+        if reason:
+            return f"{item!r}: {key} {value!r} {reason}; e.g. {_EXAMPLES[kind]}"
+    return _endpoint_required(item, kind, values)
+
+
+def _endpoint_required(item: str, kind: str, values: dict[str, str]) -> str | None:
+    if kind == "systemd" and ("index" in values) == ("name" in values):
+        return f"{item!r}: systemd needs index=N or name=NAME (one of them), e.g. {_EXAMPLES[kind]}"
+    if kind == "systemd" and "domain" not in values:
+        return f"{item!r}: systemd needs domain=INET, INET6 or UNIX, e.g. {_EXAMPLES[kind]}"
+    required = _POSITIONAL[kind][:1]
+    if required and required[0] not in values:
+        return f"{item!r}: {kind} needs a {required[0]}, e.g. {_EXAMPLES[kind]}"
     return None
 
 
-__all__ = ["DEFAULT_PATH", "Config", "ConfigError", "DaemonConfig", "load_config"]
+def _endpoint_args(rest: str) -> tuple[list[str], dict[str, str]]:
+    """Twisted's split: ':' separates arguments unless escaped as '\\:'."""
+    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", rest)]
+    positional = [p for p in parts if "=" not in p]
+    named = dict(p.split("=", 1) for p in parts if "=" in p)
+    return positional, named
+
+
+def _endpoint_hint(item: str) -> str:
+    """The endpoint an admin most likely meant by ``HOST:PORT``, a bare port or a path."""
+    host, _, port = item.rpartition(":")
+    if item.isdigit():
+        return f"; for a port write tcp:{item}:interface=127.0.0.1"
+    if port.isdigit() and host.startswith("[") and host.endswith("]"):
+        escaped = host[1:-1].replace(":", "\\:")
+        return f"; for an address and port write tcp6:{port}:interface={escaped}"
+    if port.isdigit() and host:
+        return f"; for an address and port write tcp:{port}:interface={host}"
+    if item.startswith("/"):
+        return f"; for a UNIX socket write unix:{item}:mode=660"
+    return ""
+
+
+def _port(value: str) -> str | None:
+    ok = value.isdigit() and int(value) <= 65535
+    return None if ok else "is not a port number (0-65535)"
+
+
+def _whole(value: str) -> str | None:
+    return None if value.isdigit() and int(value) > 0 else "is not a positive whole number"
+
+
+def _octal(value: str) -> str | None:
+    return None if re.fullmatch(r"[0-7]{3,4}", value) else "is not an octal file mode like 660"
+
+
+def _text(value: str) -> str | None:
+    return None if value else "is empty"
+
+
+def _choice(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"is not one of {', '.join(choices)}"
+
+    return check
+
+
+_TCP: Final[Mapping[str, Callable[[str], str | None]]] = {
+    "port": _port,
+    "interface": _text,
+    "backlog": _whole,
+}
+_ENDPOINT_ARGS: Final[Mapping[str, Mapping[str, Callable[[str], str | None]]]] = {
+    "tcp": _TCP,
+    "tcp6": _TCP,
+    "unix": {
+        "address": _text,
+        "mode": _octal,
+        "backlog": _whole,
+        "lockfile": _choice("0", "1"),
+        "wantPID": _choice("0", "1"),
+    },
+    "systemd": {
+        "domain": _choice("INET", "INET6", "UNIX"),
+        "index": lambda v: None if v.isdigit() else "is not a whole number",
+        "name": _text,
+    },
+}
+_POSITIONAL: Final[Mapping[str, tuple[str, ...]]] = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "interface", "backlog"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+    "systemd": (),
+}
+_EXAMPLES: Final = {
+    "tcp": "tcp:10040:interface=127.0.0.1",
+    "tcp6": "tcp6:10040:interface=\\:\\:1",
+    "unix": "unix:/run/postgate/policy.sock:mode=660",
+    "systemd": "systemd:domain=INET:name=postgate-tcp",
+}
+
+
+__all__ = [
+    "DEFAULT_PATH",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "endpoint_problem",
+    "load_config",
+]

@@ -22,11 +22,17 @@ class Problem:
     file: str
     place: str
     reason: str
+    # Where an admin finds it: the file line, and the place with rule ids
+    # (``rules[8] (SPAMTRAP).action``); added by `places.locate` when known.
+    line: int | None = None
+    shown: str = ""
 
     def __str__(self) -> str:
-        if self.place:
-            return f"{self.file}: {self.place}: {self.reason}"
-        return f"{self.file}: {self.reason}"
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        place = self.shown or self.place
+        if place:
+            return f"{where}: {place}: {self.reason}"
+        return f"{where}: {self.reason}"
 
 
 @dataclass(slots=True)

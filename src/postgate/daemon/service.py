@@ -190,9 +190,14 @@ class Daemon:
         _settle_heap()
         if config.record != old.record:
             self.recorder.reconfigure(config.record)
+        # Against what runs, not only the previous file: a listen that now
+        # matches the running listeners (from --listen, say) needs nothing.
+        running = {"listen": self.listen}
         for setting in _RESTART_ONLY:
-            if getattr(config.daemon, setting) != getattr(old.daemon, setting):
-                log.warning("setting_needs_restart", setting=f"daemon.{setting}")
+            new = getattr(config.daemon, setting)
+            if new in (getattr(old.daemon, setting), running.get(setting)):
+                continue
+            log.warning("setting_needs_restart", setting=f"daemon.{setting}")
 
     def _keep(self, failure: object) -> None:
         value = getattr(failure, "value", None)

@@ -191,8 +191,19 @@ def _missing_text(action: Action) -> str:
         )
     return (
         f"'{action.code} {action.dsn}' has no text after the enhanced code; write one, "
-        f"e.g. '{action.code} {action.dsn} Access denied'."
+        f"e.g. '{_text_example(action.code, action.dsn, klass)}'."
     )
+
+
+def _text_example(code: int | None, dsn: str, klass: int) -> str:
+    """The reply with a text added, fixed until it is valid itself (``550 4.7.1`` -> 5.7.1)."""
+    for candidate in (f"{klass}{dsn[1:]}", f"{klass}.7.1"):
+        try:
+            Action(Verb.CODE, "Access denied", code, candidate)
+        except ReplyError:
+            continue
+        return f"{code} {candidate} Access denied"
+    return f"{code} {klass}.7.1 Access denied"
 
 
 def _check_code(code: int) -> None:

@@ -40,6 +40,8 @@ PLACEHOLDERS: Final = (
 )
 
 _TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+# postfwd's and shell's variables: ``$$sender``, ``$sender``, ``${sender}``.
+_DOLLAR: Final = re.compile(r"\$(\$?)(\{?)([A-Za-z_][A-Za-z0-9_]*)(\}?)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class Template:
 
 def compile_template(text: str) -> Template:
     """Split ``text`` at its placeholders; ``{{``/``}}`` are literal braces."""
+    _refuse_dollar_variables(text)
     literals: list[str] = []
     names: list[str] = []
     current: list[str] = []
@@ -91,6 +94,25 @@ def compile_template(text: str) -> Template:
     return Template(tuple(literals), tuple(names))
 
 
+def _refuse_dollar_variables(text: str) -> None:
+    """A ``$name`` would be sent literally: Postfix and postgate expand only ``{name}``.
+
+    ``$5`` or ``$HOME`` stay literal text; ``$$x``, ``${x}`` and ``$name`` with
+    a placeholder's (or an attribute's lower_case) name are a variable meant.
+    """
+    for found in _DOLLAR.finditer(text):
+        doubled, brace, name, _ = found.groups()
+        if not (doubled or brace or name in PLACEHOLDERS or ("_" in name and name.islower())):
+            continue
+        close = difflib.get_close_matches(name.lower(), PLACEHOLDERS, n=1)
+        fix = f"write {{{close[0]}}}" if close else "write a placeholder"
+        raise ReplyError(
+            f"{found.group(0)!r} in {text!r} would be sent literally: postgate fills only "
+            f"{{name}} placeholders; {fix} (placeholders: "
+            f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)})."
+        )
+
+
 def _placeholder(text: str, token: re.Match[str]) -> str:
     name = token.group(1)
     if name is None:
@@ -103,7 +125,7 @@ def _placeholder(text: str, token: re.Match[str]) -> str:
         hint = f"did you mean {{{close[0]}}}? " if close else ""
         raise ReplyError(
             f"unknown placeholder {{{name}}} in {text!r}; {hint}known placeholders: "
-            f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)} ('{{' and '}}' for braces)."
+            f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)} ('{{{{' and '}}}}' for braces)."
         )
     return name
 

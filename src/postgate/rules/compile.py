@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.values import check_keys, read_action, suggest
+from postgate.replies import planned
 from postgate.replies.catalogue import named_reply
-from postgate.replies.model import Action
+from postgate.replies.model import Action, Verb
 from postgate.replies.text import ReplyError
 from postgate.rules import match
 from postgate.rules.attributes import KNOWN, STATES
@@ -49,7 +50,7 @@ def compile_ruleset(doc: Mapping[str, Any], base_dir: Path, problems: Problems) 
     if not isinstance(raw, list):
         problems.error("rules", "must be an array of tables ([[rules]])")
         raw = []
-    nodes = compiler.nodes(raw, "rules", 0)
+    nodes = compiler.nodes(raw, "rules", 0, None)
     for name in sorted(set(lists) - compiler.ctx.used):
         problems.warn(f"lists.{name}", "no rule uses this list")
     return Ruleset(nodes, lists)
@@ -60,12 +61,15 @@ class _Compiler:
     ctx: Context
     ids: set[str] = field(default_factory=set)
 
-    def nodes(self, raw: list[Any], place: str, depth: int) -> tuple[Node, ...]:
+    def nodes(
+        self, raw: list[Any], place: str, depth: int, outer: frozenset[str] | None
+    ) -> tuple[Node, ...]:
+        """Compile a list of rules; ``outer`` is the states an enclosing group allows."""
         built = []
         for index, table in enumerate(raw):
             where = f"{place}[{index}]"
             errors = len(self.ctx.problems.errors)
-            node = self.node(table, where, depth)
+            node = self.node(table, where, depth, outer)
             if node is not None:
                 built.append(node)
             if node is not None and errors == len(self.ctx.problems.errors):
@@ -76,7 +80,7 @@ class _Compiler:
         if isinstance(node, Rule) and not node.conditions and index + 1 < len(raw):
             self.ctx.problems.warn(place, f"{node.id} always matches: the rules after it never run")
 
-    def node(self, table: Any, place: str, depth: int) -> Node | None:
+    def node(self, table: Any, place: str, depth: int, outer: frozenset[str] | None) -> Node | None:
         if not isinstance(table, dict):
             self.ctx.error(place, "a rule must be a table ([[rules]])")
             return None
@@ -84,9 +88,13 @@ class _Compiler:
         self._check_keys(table, place)
         shortcut = self._shortcut(table, place)
         conditions = self._conditions(table, place, shortcut)
+        states = _reachable_states(table, shortcut, outer)
         if "rules" in table:
-            return self._group(table, place, depth, rule_id, conditions)
+            return self._group(table, place, (depth, states), rule_id, conditions)
         action = self._rule_action(table, place, shortcut)
+        if action is not None:
+            where = _key_place(table, place, ("action", "reply"))
+            header_action_problem(action, states, where, self.ctx.problems)
         if rule_id is None or conditions is None or action is None:
             return None
         kind = next((key for key in SHORTCUTS if key in table), "")
@@ -107,7 +115,10 @@ class _Compiler:
         return rule_id
 
     def _check_keys(self, table: Mapping[str, Any], place: str) -> None:
-        rest = {key: value for key, value in table.items() if key not in KNOWN}
+        for key in table:
+            if key.lower() in planned.KEYS:
+                self.ctx.error(f"{place}.{key}", planned.KEYS[key.lower()])
+        rest = {k: v for k, v in table.items() if k not in KNOWN and k.lower() not in planned.KEYS}
         check_keys(rest, RULE_KEYS + SHORTCUTS, place, self.ctx.problems, otherwise=attribute_error)
         found = [key for key in SHORTCUTS if key in table]
         if len(found) > 1:
@@ -158,10 +169,11 @@ class _Compiler:
         self,
         table: Mapping[str, Any],
         place: str,
-        depth: int,
+        level: tuple[int, frozenset[str] | None],
         rule_id: str | None,
         conditions: tuple[Condition, ...] | None,
     ) -> Group | None:
+        depth, states = level
         for key in ("action", "reply", *SHORTCUTS):
             if key in table:
                 self.ctx.error(
@@ -176,8 +188,11 @@ class _Compiler:
         if not isinstance(children_raw, list) or not children_raw:
             self.ctx.error(f"{place}.rules", "must be a non-empty array of rules ([[...rules]])")
             return None
-        children = self.nodes(children_raw, f"{place}.rules", depth + 1)
+        children = self.nodes(children_raw, f"{place}.rules", depth + 1, states)
         default = self._one_action(table, place, ("default", "default_reply"), required=False)
+        if isinstance(default, Action):
+            where = _key_place(table, place, ("default", "default_reply"))
+            header_action_problem(default, states, where, self.ctx.problems)
         if rule_id is None or conditions is None or default is False:
             return None
         return Group(
@@ -233,3 +248,56 @@ class _Compiler:
         except ReplyError as exc:
             self.ctx.error(place, str(exc))
             return False
+
+
+def _key_place(table: Mapping[str, Any], place: str, keys: tuple[str, str]) -> str:
+    """The place of the key an action came from; the rule's own for a shortcut default."""
+    return next((f"{place}.{key}" for key in keys if key in table), place)
+
+
+def _reachable_states(
+    table: Mapping[str, Any], shortcut: Expansion | bool | None, outer: frozenset[str] | None
+) -> frozenset[str] | None:
+    """The protocol states a rule can match at; None when nothing limits them."""
+    own: frozenset[str] | None = None
+    value = table.get("state")
+    if isinstance(value, str | list):
+        items = [value] if isinstance(value, str) else value
+        own = frozenset(v.upper() for v in items if isinstance(v, str))
+    elif isinstance(shortcut, Expansion) and shortcut.states:
+        own = frozenset(shortcut.states)
+    if outer is None or own is None:
+        return own if outer is None else outer
+    return own & outer
+
+
+_ONE_PER_MESSAGE: Final = 'use state = "DATA" for one header per message'
+
+
+def header_action_problem(
+    action: Action, states: frozenset[str] | None, place: str, problems: Problems
+) -> None:
+    """PREPEND where Postfix ignores it (END-OF-MESSAGE) or repeats it (RCPT).
+
+    smtpd applies PREPEND only before smtpd_end_of_data_restrictions (it logs
+    a warning and adds nothing there), and at RCPT once for each recipient.
+    """
+    if action.verb is not Verb.PREPEND:
+        return
+    if states is None:
+        problems.warn(
+            place,
+            "PREPEND without a state answers at every stage Postfix asks: once per "
+            f"recipient at RCPT, and never at END-OF-MESSAGE; {_ONE_PER_MESSAGE}",
+        )
+    elif "END-OF-MESSAGE" in states:
+        problems.error(
+            place,
+            "Postfix ignores PREPEND at END-OF-MESSAGE (it logs 'action PREPEND must be "
+            f"used before smtpd_end_of_data_restrictions' and adds nothing); {_ONE_PER_MESSAGE}",
+        )
+    elif "RCPT" in states:
+        problems.warn(
+            place,
+            f"PREPEND at RCPT adds the header once per recipient; {_ONE_PER_MESSAGE}",
+        )

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.values import Values, check_keys, suggest
 from postgate.rules import match
-from postgate.rules.attributes import DOMAIN, FINGERPRINT, FOLDED, IP, KNOWN, NUMERIC
+from postgate.rules.attributes import ADDRESS, DOMAIN, FINGERPRINT, FOLDED, IP, KNOWN, NUMERIC
 from postgate.rules.facts import fold
-from postgate.rules.lists import DomainSet, NamedList, parse_entry
+from postgate.rules.lists import DomainSet, NamedList, PatternSet, parse_entry
 from postgate.rules.networks import Network, NetworkSet
 from postgate.rules.patterns import Pattern, PatternError, compile_pattern
 
@@ -46,6 +46,7 @@ _LIST_FITS: Final[Mapping[str, tuple[frozenset[str], str]]] = {
     "address": (frozenset({"sender", "recipient", "sasl_sender"}), "address lists test addresses"),
     "fingerprint": (FINGERPRINT, "fingerprint lists test ccert_(pubkey_)fingerprint"),
     "string": (frozenset(KNOWN), ""),
+    "pattern": (frozenset(KNOWN) - NUMERIC, "pattern lists test text, not numbers"),
 }
 
 
@@ -79,7 +80,42 @@ def _equality(name: str, value: Any, place: str, ctx: Context) -> Condition | No
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
         ctx.error(place, "must be a string, a list of strings, or a table of operators")
         return None
+    dead = [found for v in values if (found := never_equal(name, v)) is not None]
+    for reason, certain in dead:
+        (ctx.error if certain else ctx.problems.warn)(place, reason)
+    if any(certain for _, certain in dead):
+        return None
     return match.equals(name, [fold(name, v) for v in values], values)
+
+
+def never_equal(name: str, value: str) -> tuple[str, bool] | None:
+    """Why ``name = value`` looks like a pattern that equality never matches, and how sure.
+
+    A network, an ``@domain`` or a wildcard compared whole with what Postfix
+    sends never holds (postfwd and access(5) habits); the reason carries the
+    fix. Only a HELO may literally be anything, so there it is a warning.
+    """
+    if name in IP and "/" in value:
+        reason = (
+            f"{value!r} is a network, but equality compares the whole address and never "
+            f'holds: write {name} = {{ network = ["{value}"] }} or use a network list'
+        )
+        return reason, True
+    if name in ADDRESS and value.startswith("@"):
+        domain = f'{name}_domain = "{value[1:]}" or ' if name != "sasl_sender" else ""
+        reason = (
+            f"{value!r} is compared with the whole address and never holds: write "
+            f"{domain}an address list with the entry {value}"
+        )
+        return reason, True
+    if name in DOMAIN and (value.startswith(".") or "*" in value):
+        base = value.lstrip("*.") or "example.com"
+        reason = (
+            f"{value!r} is compared whole, not as a wildcard, and never matches a real name: "
+            f'write {name} = {{ domain = ["{base}"], subdomains = true }} or a regex'
+        )
+        return reason, name != "helo_name"
+    return None
 
 
 def _table(name: str, table: dict[str, Any], place: str, ctx: Context) -> Condition | None:
@@ -140,6 +176,8 @@ def list_condition(name: str, list_name: str, place: str, ctx: Context) -> Condi
     entries = named.entries
     if isinstance(entries, NetworkSet):
         return match.in_networks(name, entries, text)
+    if isinstance(entries, PatternSet):
+        return match.matches(name, entries.patterns, text)
     if named.kind == "string" and name in FOLDED and isinstance(entries, frozenset):
         entries = frozenset(fold(name, e) for e in entries)
     return match.in_keys(name, entries, text)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.values import Values, check_keys
 from postgate.rules.networks import Network, NetworkSet, parse_network
+from postgate.rules.patterns import Pattern, PatternError, compile_pattern
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from postgate.config.problems import Problems
 
-KINDS: Final = ("network", "domain", "address", "string", "fingerprint")
+KINDS: Final = ("network", "domain", "address", "string", "fingerprint", "pattern")
 LIST_KEYS: Final = ("type", "items", "file", "subdomains")
 MAX_DOMAIN: Final = 253
 _COMMENT: Final = re.compile(r"(?:^|\s)#")
@@ -83,7 +84,21 @@ class AddressSet:
         return sorted(self.addresses)
 
 
-Entries = NetworkSet | DomainSet | AddressSet | frozenset[str]
+@dataclass(frozen=True, slots=True)
+class PatternSet:
+    """Checked regexes (`patterns.compile_pattern`), kept in file order."""
+
+    patterns: tuple[Pattern, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.patterns)
+
+    def canonical(self) -> list[str]:
+        return [p.source for p in self.patterns]
+
+
+Entries = NetworkSet | DomainSet | AddressSet | PatternSet | frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +150,30 @@ def _fingerprint(text: str) -> tuple[object | None, str | None]:
     return value, None
 
 
+_POSTFIX_TABLE: Final = re.compile(r"/(.*)/[a-zA-Z]*(?:\s+\S.*)?")
+
+
+def _pattern(text: str) -> tuple[object | None, str | None]:
+    """One regex per line; a Postfix regexp:/pcre: table line is refused with the fix."""
+    table = _POSTFIX_TABLE.fullmatch(text)
+    if table is not None:
+        return None, (
+            f"{text}: a Postfix table line; write {table.group(1)!r} alone, one pattern "
+            "per line, and give the action to the rule"
+        )
+    try:
+        return compile_pattern(text), None
+    except PatternError as exc:
+        return None, f"/{text}/: {exc}"
+
+
 _PARSERS: Final[Mapping[str, Callable[[str], tuple[object | None, str | None]]]] = {
     "network": parse_network,
     "domain": _domain,
     "address": _address,
     "string": _string,
     "fingerprint": _fingerprint,
+    "pattern": _pattern,
 }
 
 
@@ -169,6 +202,8 @@ def build_entries(kind: str, values: list[object], subdomains: bool) -> Entries:
     """Turn normalised entries into the lookup structure for their kind."""
     if kind == "network":
         return NetworkSet.build([v for v in values if isinstance(v, Network)])
+    if kind == "pattern":
+        return PatternSet(tuple(v for v in values if isinstance(v, Pattern)))
     names = frozenset(str(v) for v in values)
     if kind == "domain":
         return DomainSet(names, subdomains)
@@ -289,7 +324,9 @@ def _checked(
 
     A problem with an entry still usable is a warning, otherwise an error.
     """
-    entry, problem = (None, _SPACED) if _SPACE.search(text) else parse(text)
+    # A pattern may hold a space; other entries never do, so a space means two.
+    spaced = parse is not _pattern and _SPACE.search(text)
+    entry, problem = (None, _SPACED) if spaced else parse(text)
     if problem:
         if problem == _SPACED:
             problem = f"{text!r}: one entry per line, without spaces"

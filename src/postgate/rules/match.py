@@ -113,10 +113,15 @@ def in_networks(name: str, networks: NetworkSet, text: str) -> Condition:
     return Condition(f"{name} in {text}", Test("in", View("address", name), networks))
 
 
-def matches(name: str, patterns: tuple[Pattern, ...]) -> Condition:
-    """Any pattern is found in the raw value (`patterns.MAX_SUBJECT` bounds it)."""
-    text = " or ".join(f"/{p.source}/" for p in patterns)
+def matches(name: str, patterns: tuple[Pattern, ...], text: str = "") -> Condition:
+    """Any pattern is found in the raw value (`patterns.MAX_SUBJECT` bounds it).
+
+    ``text`` names a pattern list instead of spelling out all of its patterns.
+    """
+    text = text or " or ".join(f"/{p.source}/" for p in patterns)
     tests = tuple(Test("search", View("value", name), p) for p in patterns)
+    if not tests:  # an empty pattern list matches nothing
+        return Condition(f"{name} ~ {text}", Test("in", View("value", name), frozenset()))
     return Condition(f"{name} ~ {text}", tests[0] if len(tests) == 1 else AnyOf(tests))
 
 
