@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
+import orjson
+
 from postgate.wire.codec import encode_request
-from tests.integration.support.daemon import Daemon, connect
-from tests.integration.support.echo import echo_reply, request, rss_kib, write_config
+from tests.integration.support.daemon import Daemon, connect, drive
+from tests.integration.support.echo import (
+    conversation,
+    echo_reply,
+    request,
+    rss_kib,
+    write_config,
+)
 from tests.integration.support.net import free_port
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -165,3 +177,47 @@ class TestShutdown:
             took = time.monotonic() - started
         assert [echo_reply("echo", "burst@x")] * 300 == replies
         assert took < 1.0, took
+
+
+def listening(address: tuple[str, int]) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(address, 1.0):
+        return True
+    return False
+
+
+class TestLogs:
+    def test_a_stalled_log_consumer_does_not_stop_answers(self, tmp_path: Path) -> None:
+        port = free_port()
+        address = ("127.0.0.1", port)
+        config = write_config(tmp_path, port)
+        argv = [sys.executable, "-m", "postgate", "run", "-c", str(config)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:  # nobody reads the daemon's output until the end
+            wait_until(lambda: listening(address), "the daemon to listen", 20.0)
+            # 50,000 decision lines, about 13 MiB: past the pipe and past the bound.
+            many = functools.partial(conversation, count=5000)
+            answered, wrong = drive(address, socket.AF_INET, 10, many, 4096, 20)
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        notices = [orjson.loads(line) for line in output.splitlines() if b"lines_dropped" in line]
+        assert (50_000, [], 0) == (answered, wrong[:3], proc.returncode)
+        assert [True] == [notice["lines"] > 0 for notice in notices[:1]], output[-500:]
+
+    def test_a_connection_flood_logs_one_line_and_a_count(self, tmp_path: Path) -> None:
+        port = free_port()
+        config = write_config(tmp_path, port)
+        config.write_text(
+            config.read_text().replace("[daemon]\n", '[daemon]\nallow = ["10.0.0.0/8"]\n')
+        )
+        with Daemon(config) as daemon:  # loopback is refused: every attempt is logged
+            for _ in range(300):
+                with contextlib.suppress(OSError):
+                    socket.create_connection(("127.0.0.1", port), 1.0).close()
+            daemon.wait_for_log('"event":"log_suppressed"', timeout=15.0)
+            log = daemon.log().splitlines()
+        refused = sum('"event":"connection_refused"' in line for line in log)
+        counts = [orjson.loads(line)["count"] for line in log if '"log_suppressed"' in line]
+        assert (1, [299]) == (refused, counts)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
+import time
 from typing import Any
 
 import orjson
@@ -11,6 +14,7 @@ import structlog
 
 from postgate.config.load import LOG_LEVELS
 from postgate.daemon import logs
+from postgate.daemon.log_output import Sink, Throttle
 
 NOT_DRY = False
 RAW = {
@@ -87,3 +91,73 @@ class TestLevels:
         logs.configure(level, "json", stream=stream, environ={}, cache=False)
         structlog.get_logger("postgate").critical("shown_at_every_level")
         assert ["shown_at_every_level"] == [e["event"] for e in lines(stream)]
+
+
+BREAKS = "a\u2028b\u2029c\u0085d@example.org"
+
+
+class TestLineBreaks:
+    def test_unicode_line_breaks_are_escaped_in_every_json_line(self) -> None:
+        """U+2028, U+2029 and U+0085 split lines for Unicode-aware readers: never raw."""
+        stream = io.BytesIO()
+        logs.configure("info", "json", stream=stream, environ={}, cache=False)
+        structlog.get_logger("postgate").warning("protocol_error", peer=BREAKS)
+        writer = logs.decision_log(lambda flush: flush)
+        assert writer is not None
+        writer("R", "DUNNO", NOT_DRY, 1, {**RAW, "sender": BREAKS, "recipient": "r@x"})
+        writer.flush()
+        raw = stream.getvalue()
+        assert (2, [BREAKS, BREAKS]) == (
+            len(raw.decode().splitlines()),
+            [e.get("peer", e.get("sender")) for e in lines(stream)],
+        )
+
+
+class TestThrottle:
+    def test_repeats_within_the_interval_are_counted_then_reported_once(self) -> None:
+        now = [0.0]
+        throttle = Throttle(frozenset({"connection_refused"}), 10.0, lambda: now[0])
+        passed = []
+        for second in (0, 1, 2, 3, 11):
+            now[0] = second
+            for reason in ("a", "a", "b"):
+                event = {"event": "connection_refused", "reason": reason}
+                with contextlib.suppress(structlog.DropEvent):
+                    passed.append(throttle(None, "warning", event)["reason"])
+        with structlog.testing.capture_logs() as reported:
+            throttle.report()
+        assert ["a", "b", "a", "b"] == passed
+        assert [("a", 8), ("b", 3)] == [(e["reason"], e["count"]) for e in reported]
+
+    def test_other_events_always_pass(self) -> None:
+        throttle = Throttle(frozenset({"connection_refused"}), 10.0, lambda: 0.0)
+        events = [throttle(None, "info", {"event": "decision"}) for _ in range(3)]
+        assert 3 == len(events)
+
+
+class StalledStream(io.BytesIO):
+    """A log consumer that takes nothing until it is let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def write(self, data: Any) -> int:
+        self.go.wait(10.0)
+        return super().write(data)
+
+
+class TestSink:
+    def test_a_stalled_consumer_costs_dropped_lines_not_a_blocked_writer(self) -> None:
+        stream = StalledStream()
+        sink = Sink(stream, limit=1000)
+        started = time.monotonic()
+        accepted = sum(bool(sink.write(b"x" * 99 + b"\n")) for _ in range(100))
+        took = time.monotonic() - started
+        stream.go.set()
+        sink.close()
+        written = stream.getvalue().splitlines()
+        notice = orjson.loads(next(line for line in written if line.startswith(b"{")))
+        assert (True, True) == (took < 0.5, accepted < 100)
+        assert ("log_lines_dropped", 100 - accepted) == (notice["event"], notice["lines"])
+        assert accepted == sum(line == b"x" * 99 for line in written)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 import orjson
 import structlog
@@ -27,6 +27,8 @@ from twisted.logger import (
     globalLogBeginner,
 )
 from zope.interface import provider
+
+from postgate.daemon.log_output import Sink, Throttle, line_safe
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -44,6 +46,23 @@ _SD_PREFIX: Final = {
     "critical": b"<2>",
     "exception": b"<3>",
 }
+
+# Events one misbehaving peer or a broken disk can repeat thousands of times
+# a second; `report_suppressed` says how many were held back.
+THROTTLE: Final = Throttle(
+    frozenset(
+        {
+            "connection_refused",
+            "connection_silent",
+            "protocol_error",
+            "request_timeout",
+            "peer_not_reading",
+            "record_repaired",
+            "record_write_failed",
+            "record_failed",
+        }
+    )
+)
 
 _TWISTED_LEVELS: Final = {
     LogLevel.debug: "debug",
@@ -73,12 +92,12 @@ def journal_wanted(environ: Mapping[str, str], stream: BinaryIO) -> bool:
 
 def _render_json(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> bytes:
     try:
-        return orjson.dumps(event, default=repr)
+        return line_safe(orjson.dumps(event, default=repr))
     except TypeError:
         # Surrogate-escaped request bytes are not valid UTF-8; show them as
         # \udcXX escapes, which keeps the original byte visible. Only this
         # rare path pays for the scan.
-        return orjson.dumps(_escape_surrogates(event), default=repr)
+        return line_safe(orjson.dumps(_escape_surrogates(event), default=repr))
 
 
 def _escape_surrogates(event: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -134,21 +153,26 @@ def configure(
     stream: BinaryIO | None = None,
     environ: Mapping[str, str] | None = None,
     cache: bool = True,
+    background: bool = False,
 ) -> None:
     """Configure structlog once, for the daemon or a command-line tool.
 
     ``fmt`` is ``json``, ``console`` or ``auto`` (console on a terminal,
     JSON lines otherwise, which is what journald and log shippers want).
+    ``background`` (the daemon) writes through a `log_output.Sink`, so a
+    stalled log consumer never stalls an answer.
     """
     out = stream if stream is not None else sys.stdout.buffer
     env = os.environ if environ is None else environ
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     journal = journal_wanted(env, out)
+    if background:
+        out = cast("BinaryIO", Sink(out, _SD_PREFIX["warning"] if journal else b""))
     timestamp = _Timestamp()
     _ACTIVE.clear()
     if not console and logging.getLevelNamesMapping()[level.upper()] <= logging.INFO:
         _ACTIVE.append(_JsonTarget(out, _SD_PREFIX["info"] if journal else b"", timestamp))
-    processors: list[Any] = [structlog.processors.add_log_level, timestamp]
+    processors: list[Any] = [structlog.processors.add_log_level, THROTTLE, timestamp]
     if console:
         processors += [_console_safe, structlog.dev.ConsoleRenderer(colors=False), _encode_text]
     else:
@@ -219,7 +243,7 @@ class DecisionLog:
             "timestamp": self._stamp.text(),
         }
         try:
-            line = self._prefix + orjson.dumps(fields) + b"\n"
+            line = self._prefix + line_safe(orjson.dumps(fields)) + b"\n"
         except TypeError:  # surrogate-escaped bytes: `_render_json` shows them
             line = self._prefix + _render_json(None, "info", fields) + b"\n"
         pending = self._pending

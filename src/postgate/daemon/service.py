@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThread
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
 from postgate.daemon.facts import Gatherer
-from postgate.daemon.logs import decision_log
+from postgate.daemon.logs import THROTTLE, decision_log
 from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.systemd import listen_service
 from postgate.record.recorder import Recorder
@@ -154,6 +154,7 @@ class Daemon:
 
     def _report_status(self) -> None:
         self.notify.status(self._status())
+        THROTTLE.report()
 
     def reload(self) -> None:
         """Load the config file again in a thread; swap it in only if valid."""
