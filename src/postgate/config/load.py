@@ -26,6 +26,7 @@ from postgate.config.values import Values, check_keys, suggest
 from postgate.replies import planned
 from postgate.replies.model import DUNNO, Action
 from postgate.rules import Ruleset, compile_ruleset
+from postgate.rules.lists import read_regular
 from postgate.rules.networks import NetworkSet, parse_network
 from postgate.wire.codec import Limits
 
@@ -111,7 +112,7 @@ def _record(raw: Any, base_dir: Path, p: Problems) -> RecordSettings:
 def _read_text(path: Path, problems: Problems) -> str | None:
     """The file as text; kept beside the parsed table to find lines for problems."""
     try:
-        return path.read_bytes().decode("utf-8")
+        return read_regular(path).decode("utf-8")
     except OSError as exc:
         problems.error("", f"cannot read: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:
@@ -124,6 +125,8 @@ def _parse_toml(text: str, problems: Problems) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         problems.error("", f"not valid TOML: {exc}")
+    except RecursionError:
+        problems.error("", "not a configuration: nested too deeply")
     return {}
 
 
@@ -157,7 +160,7 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
     limits = _limits(get, base.limits)
     return DaemonConfig(
         listen=get.strings("listen", base.listen, endpoint_problem),
-        allow=_network_set(get.strings("allow", LOOPBACK, _network_problem)),
+        allow=_allow(get.strings("allow", LOOPBACK, _network_problem), p),
         limits=limits,
         request_timeout=get.number("request_timeout", base.request_timeout, 0.1, 3600),
         deadline=get.number("deadline", base.deadline, 0.01, 60),
@@ -190,6 +193,15 @@ def _limits(get: Values, base: Limits) -> Limits:
 def _network_set(items: tuple[str, ...]) -> NetworkSet:
     networks = [parse_network(item)[0] for item in items]
     return NetworkSet.build([net for net in networks if net is not None])
+
+
+def _allow(items: tuple[str, ...], p: Problems) -> NetworkSet:
+    """The allow list, warning as a list entry does when an entry's host bits widen it."""
+    for index, item in enumerate(items):
+        network, problem = parse_network(item)
+        if network is not None and problem:
+            p.warn(f"daemon.allow[{index}]", problem)
+    return _network_set(items)
 
 
 def _network_problem(item: str) -> str | None:

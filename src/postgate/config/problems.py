@@ -31,8 +31,19 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line else self.file
         place = self.shown or self.place
         if place:
-            return f"{where}: {place}: {self.reason}"
-        return f"{where}: {self.reason}"
+            return printable(f"{where}: {place}: {self.reason}")
+        return printable(f"{where}: {self.reason}")
+
+
+def printable(text: str) -> str:
+    """``text`` with line breaks and other controls escaped: one problem, one line.
+
+    Keys and values come from the file being checked; a TOML key may hold a
+    newline, and echoed raw it would forge a line of ``postgate check``.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(slots=True)

@@ -9,13 +9,17 @@ instead of logging it while the daemon runs deaf (style.md §1 A2).
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
@@ -26,11 +30,18 @@ from postgate.daemon.systemd import listen_service
 from postgate.record.recorder import Recorder
 
 if TYPE_CHECKING:
-    from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorCore, IReactorSocket, IReactorTime
+    from collections.abc import Callable
+    from pathlib import Path
 
-    class _Reactor(IReactorCore, IReactorTime, IReactorSocket):
-        """What the daemon needs of a reactor: lifecycle, timers, adopted sockets."""
+    from twisted.internet.interfaces import (
+        IReactorCore,
+        IReactorFromThreads,
+        IReactorSocket,
+        IReactorTime,
+    )
+
+    class _Reactor(IReactorCore, IReactorTime, IReactorSocket, IReactorFromThreads):
+        """What the daemon needs of a reactor: lifecycle, timers, sockets, threads."""
 
     from postgate.config.load import Config
 
@@ -40,6 +51,9 @@ STATUS_EVERY = 10.0
 # Read once at start; a reload that changes them says so instead.
 _RESTART_ONLY = ("listen", "log_level", "log_format")
 GC_YOUNG_THRESHOLD = 5000
+# Loading even 100,000-entry lists takes about a second; one that takes this
+# long is stuck, and the old configuration goes on serving.
+RELOAD_TIMEOUT = 30.0
 # The kernel caps a listen queue at net.core.somaxconn (4096 by default).
 LISTEN_BACKLOG_MAX = 4096
 
@@ -61,6 +75,35 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def in_daemon_thread(
+    reactor: IReactorFromThreads, work: Callable[[Path], Config], path: Path
+) -> Deferred[Config]:
+    """``work(path)`` in a thread of its own that never holds up the exit.
+
+    A reload can hang in a read (a hung NFS mount); in the reactor's thread
+    pool it would be joined at shutdown and SIGTERM would wait for ever.
+    A result that comes after the Deferred timed out is dropped.
+    """
+    done: Deferred[Config] = Deferred()
+
+    def settle(outcome: Config | Failure) -> None:
+        if not done.called:
+            if isinstance(outcome, Failure):
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+
+    def run() -> None:
+        try:
+            outcome: Config | Failure = work(path)
+        except BaseException:  # noqa: BLE001 - handed to the reactor, which decides
+            outcome = Failure()  # type: ignore[no-untyped-call]
+        reactor.callFromThread(settle, outcome)
+
+    threading.Thread(target=run, name="postgate-reload", daemon=True).start()
+    return done
 
 
 class Notify(Protocol):
@@ -164,7 +207,8 @@ class Daemon:
         path = self.answerer.config.path
         self.notify.reloading()
         started = time.monotonic()
-        loading = deferToThread(load_config, path)
+        loading = in_daemon_thread(self.reactor, load_config, path)
+        loading.addTimeout(RELOAD_TIMEOUT, self.reactor)
         self._reload = loading.addCallbacks(self._swap, self._keep, callbackArgs=(started,))
         self._reload.addBoth(self._reloaded)
 
@@ -207,6 +251,13 @@ class Daemon:
                 "config_reload_failed",
                 config=str(self.answerer.config.path),
                 errors=[str(p) for p in value.errors],
+                kept_digest=self.answerer.config.ruleset.digest,
+            )
+        elif isinstance(value, defer.TimeoutError):
+            log.error(
+                "config_reload_failed",
+                config=str(self.answerer.config.path),
+                error=f"not loaded within {RELOAD_TIMEOUT:g} s (a hung file system?)",
                 kept_digest=self.answerer.config.ruleset.digest,
             )
         else:

@@ -9,8 +9,11 @@ file and line; the good entries still load so one typo shows all the others.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -181,9 +184,11 @@ def read_list_file(path: Path) -> Iterator[tuple[int, str | None]]:
     """Yield (line number, entry) for every entry line; None for undecodable lines.
 
     ``#`` starts a comment at the start of a line or after white space, so an
-    entry may be followed by a note. Raises OSError when the file is unreadable.
+    entry may be followed by a note. Raises OSError when the file is unreadable
+    or is not a regular file: a FIFO or a device would block the reload that
+    reads it for as long as nobody writes to it.
     """
-    data = path.read_bytes()
+    data = read_regular(path)
     for number, raw in enumerate(data.splitlines(), start=1):
         try:
             line = raw.decode("utf-8")
@@ -286,8 +291,8 @@ def _from_file(
     name = table.get("file")
     if name is None:
         return []
-    if not isinstance(name, str) or not name:
-        problems.error(place, "must be a file name")
+    if not isinstance(name, str) or not name or "\0" in name:
+        problems.error(place, "must be a file name (without NUL bytes)")
         return []
     path = base / name
     try:
@@ -295,6 +300,15 @@ def _from_file(
     except OSError as exc:
         problems.error(place, f"cannot read {path}: {exc.strerror or exc}")
     return []
+
+
+def read_regular(path: Path) -> bytes:
+    """A regular file's bytes; anything else (a FIFO, a device) is refused, never waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return f.read()
 
 
 def _file_entries(

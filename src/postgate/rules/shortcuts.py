@@ -64,7 +64,7 @@ def _blocklist(value: Any, place: str, ctx: Context) -> Expansion | None:
         return None
     check_keys(value, ("attribute", "list"), place, ctx.problems)
     name, list_name = value.get("attribute"), value.get("list")
-    if name not in BLOCKLIST_REPLIES:
+    if not isinstance(name, str) or name not in BLOCKLIST_REPLIES:
         ctx.error(f"{place}.attribute", f"must be one of {', '.join(BLOCKLIST_REPLIES)}")
         return None
     if not isinstance(list_name, str):

@@ -86,13 +86,22 @@ class _Block:
         return Case(request, expect, notes.get("expect-rule"), name, self.source, self.line, time)
 
 
+# The times a recording can hold: what datetime can write back (years 1-9999).
+EARLIEST: Final = dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()
+LATEST: Final = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+
+
 def parse_time(text: str) -> float:
     """Unix seconds or ISO-8601; a time without a zone is UTC, never local time."""
     text = text.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not EARLIEST <= seconds <= LATEST:  # NaN fails both
+            raise ValueError(f"{text!r} is not a time between the years 1 and 9999")
+        return seconds
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
