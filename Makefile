@@ -6,7 +6,7 @@ CONFIG ?= conf/postgate.toml
 # apt-get is used only when running as root and a system package is missing.
 # Redis joins this list with the first test that needs shared state.
 
-.PHONY: run test lint unit bench bench-memory check clean system-deps
+.PHONY: run test lint unit bench bench-memory stress check clean system-deps
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(VENV)/.installed
 # Resident memory with 100,000-entry lists over 5 million requests (~13 min).
 bench-memory: $(VENV)/.installed
 	$(BIN)/python bench/memory.py $(BENCH_ARGS)
+
+# The long reliability runs (bench/stress.py): a 1-hour soak, floods, peers that
+# do not read, a stalled log consumer and a stalled recording writer (~65 min).
+# STRESS_ARGS="--minutes 2 --seconds 20" for a trial; --publish updates docs/reliability.md.
+stress: $(VENV)/.installed
+	$(BIN)/python bench/stress.py $(STRESS_ARGS)
 
 system-deps:
 	@missing=""; \
