@@ -26,10 +26,15 @@ from postgate.record.recorder import Recorder
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorCore, IReactorSocket, IReactorTime
+    from twisted.internet.interfaces import (
+        IReactorCore,
+        IReactorProcess,
+        IReactorSocket,
+        IReactorTime,
+    )
 
-    class _Reactor(IReactorCore, IReactorTime, IReactorSocket):
-        """What the daemon needs of a reactor: lifecycle, timers, adopted sockets."""
+    class _Reactor(IReactorCore, IReactorTime, IReactorSocket, IReactorProcess):
+        """What the daemon needs of a reactor: lifecycle, timers, adopted sockets, a child."""
 
     from postgate.config.load import Config
 
@@ -81,7 +86,7 @@ class Daemon:
         notify: Notify,
         listen: tuple[str, ...] = (),
     ) -> None:
-        self.recorder = Recorder(config.record, call_later=reactor.callLater)
+        self.recorder = Recorder(config.record, reactor)
         self.decisions = decision_log(lambda flush: reactor.callLater(0, flush))
         self.answerer = Answerer(
             config,
@@ -207,8 +212,7 @@ class Daemon:
         timeout = self.answerer.config.daemon.shutdown_timeout
         stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)
         stopped.addBoth(lambda _: self.timers.stopService())
-        # The last flush may wait for the disk: not on the reactor thread.
-        stopped.addBoth(lambda _: deferToThread(self.recorder.close))
+        stopped.addBoth(lambda _: self.recorder.close())
         return stopped.addCallback(self._stopped)
 
     def _stopped(self, _: object) -> None:
