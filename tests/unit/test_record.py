@@ -54,7 +54,8 @@ def block(
     action: Action | None = None,
 ) -> str:
     """`Format.block` as text."""
-    data = Format(decisions, redactor).block(req, answer, rule, now, action)
+    shape = Format(decisions, redactor)
+    data = shape.block(shape.source(req), answer, rule, now, action)
     return data.decode("utf-8", "surrogateescape")
 
 

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 def block(
     req: PolicyRequest, answer: str, rule: str, now: float, *, decisions: bool = True
 ) -> bytes:
-    return Format(decisions).block(req, answer, rule, now, None)
+    shape = Format(decisions)
+    return shape.block(shape.source(req), answer, rule, now, None)
 
 
 def time_line(data: bytes) -> str:

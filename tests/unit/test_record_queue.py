@@ -54,7 +54,10 @@ def expected(
 ) -> bytes:
     """What the file must hold: `Format.block` of each record, in order."""
     shape = Format(decisions, redactor)
-    return HEADER + b"".join(shape.block(*record, None) for record in records)
+    blocks = [
+        shape.block(shape.source(req), ans, rule, now, None) for req, ans, rule, now in records
+    ]
+    return HEADER + b"".join(blocks)
 
 
 async def record_turn(path: Path, records: list[Record], **changes: object) -> Recorder:

@@ -136,6 +136,31 @@ class TestBlocks:
         assert (None, HEADER + block(1)) == (named, path.read_bytes())
 
 
+class TestLines:
+    def test_close_line_closes_the_file_and_the_next_block_reopens_it(
+        self, tmp_path: Path, writer: Writer
+    ) -> None:
+        """Switched off: the file is closed; switched on, it appends, no new header."""
+        path = tmp_path / "r.policy"
+        feed(writer, opening(path) + block(1) + b'{"close": true}\n')
+        closed = writer.fd is None
+        feed(writer, block(2))
+        assert (True, False, HEADER + blocks([1, 2])) == (
+            closed,
+            writer.fd is None,
+            path.read_bytes(),
+        )
+
+    def test_blocks_go_to_the_path_named_before_them(self, tmp_path: Path, writer: Writer) -> None:
+        """A reload's line in the middle of a read: blocks before it stay in the old file."""
+        one, two = tmp_path / "one.policy", tmp_path / "two.policy"
+        half = len(opening(two)) // 2
+        feed(writer, opening(one) + blocks([1, 2]) + opening(two)[:half])
+        before = (ports(one), two.exists())
+        feed(writer, opening(two)[half:] + block(3) + opening(one) + block(4))
+        assert (([1, 2], False), [1, 2, 4], [3]) == (before, ports(one), ports(two))
+
+
 class TestEndOfInput:
     def test_totals_are_reported_once_input_ends(
         self, tmp_path: Path, writer: Writer, status: StatusPipe

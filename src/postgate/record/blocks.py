@@ -17,7 +17,7 @@ import hmac
 import math
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies.actions import ELLIPSIS, sanitise
@@ -138,33 +138,53 @@ class Format:
 
     decisions: bool = True  # write '# expect:' / '# expect-rule:'
     redactor: Redactor | None = None
+    # The decision lines of each answer and rule, made once: most rules always answer alike.
+    _decided: dict[tuple[str, str], bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def source(self, request: PolicyRequest) -> bytes | PolicyRequest:
+        """What a block is made from: the received lines when they read back as
+        these attributes (so the request is freed now, while in the cache), else
+        the request, written line by line."""
+        return request.wire if self.redactor is None and _copyable(request) else request
 
     def block(
-        self, request: PolicyRequest, answer: str, rule: str, now: float, action: Action | None
+        self,
+        source: bytes | PolicyRequest,
+        answer: str,
+        rule: str,
+        now: float,
+        action: Action | None,
     ) -> bytes:
         """One request in the request file format, ending with its blank line.
 
-        A request whose received lines read back as the same attributes is
-        copied as it came; the rest is written line by line, redacted if
-        asked (``action`` renders the redacted answer). Raises for a time
-        `format_time` cannot write.
+        ``source`` is what `source` gave; ``action`` renders the answer again
+        for a redacted request. Raises for a time `format_time` cannot write.
         """
         head = f"# time: {format_time(now)}\n"
-        if self.redactor is None and _copyable(request):
-            if self.decisions:
-                head += f"# expect: {answer}\n# expect-rule: {rule}\n"
-            data = head.encode("utf-8", "surrogateescape") + request.wire + b"\n\n"
-        else:
-            attrs = request.as_dict()
-            expect: str | None = answer
-            hidden = self.redactor.apply(attrs) if self.redactor is not None else None
-            if hidden:
-                expect = _redacted_answer(attrs, hidden, answer, rule, action)
-            if self.decisions:
-                head += f"# expect: {expect}\n" if expect is not None else ""
-                head += f"# expect-rule: {rule}\n"
-            data = (head + "".join(_lines(attrs)) + "\n").encode("utf-8", "surrogateescape")
-        return data
+        if isinstance(source, bytes):
+            decided = self._decided.get((answer, rule))
+            if decided is None:
+                decided = self._decide(answer, rule)
+            return b"".join((head.encode(), decided, source, b"\n\n"))
+        attrs = source.as_dict()
+        expect: str | None = answer
+        hidden = self.redactor.apply(attrs) if self.redactor is not None else None
+        if hidden:
+            expect = _redacted_answer(attrs, hidden, answer, rule, action)
+        if self.decisions:
+            head += f"# expect: {expect}\n" if expect is not None else ""
+            head += f"# expect-rule: {rule}\n"
+        return (head + "".join(_lines(attrs)) + "\n").encode("utf-8", "surrogateescape")
+
+    def _decide(self, answer: str, rule: str) -> bytes:
+        text = f"# expect: {answer}\n# expect-rule: {rule}\n" if self.decisions else ""
+        if len(self._decided) >= _DECIDED_KEPT:  # answers quoting request values vary
+            self._decided.clear()
+        decided = self._decided[answer, rule] = text.encode("utf-8", "surrogateescape")
+        return decided
+
+
+_DECIDED_KEPT: Final = 4096
 
 
 def _copyable(request: PolicyRequest) -> bool:
@@ -178,8 +198,7 @@ def _copyable(request: PolicyRequest) -> bool:
     wire = request.wire
     if not wire or 0 in wire or 13 in wire:  # an int is one memchr
         return False
-    names = request.raw.keys()
-    return names <= _POSTFIX_NAMES or all(map(_replayable, names))
+    return _POSTFIX_NAMES.issuperset(request.raw) or all(map(_replayable, request.raw))
 
 
 _POSTFIX_NAMES: Final = frozenset(POSTFIX)

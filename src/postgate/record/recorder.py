@@ -1,6 +1,8 @@
 """Record the requests the daemon answers as a replayable request file.
 
-The answer path appends a tuple to a list (`Recorder.add`), nothing more.
+The answer path appends a tuple to a list (`Recorder.add`), nothing more:
+the received lines when they can be copied (`Format.source`), so the request
+is freed while it is in the cache.
 Every `PUSH_DELAY` (a timer and a write cost the same for one record as for
 a hundred) the list becomes blocks (`Format.block`) and goes down a pipe
 to a writer process (`postgate.record.writer`), which appends, rotates and
@@ -8,8 +10,9 @@ fsyncs. The recorder is the push producer of that pipe: while it is full
 (a slow disk, a writer short of CPU) pushes stop, requests wait here up to
 ``max_pending_bytes``, then are dropped and counted. An answer never waits
 for the disk, and no push makes more than `PUSH_BYTES` of blocks, so a
-backlog drains in short reactor turns. One writer at a time writes one
-file; switching off, a reload that moves the file and stop end it (`flush`).
+backlog drains in short reactor turns. Switching off and a reload that
+moves the file are lines of JSON in the stream, in their place among the
+blocks; stop ends the writer (`flush`), and one writer runs at a time.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ STDERR_KEPT: Final = 2000  # bytes of a writer's stderr kept for `record_writer_
 _LEVELS: Final = {"record_repaired": "warning", "record_unrepairable": "error"}
 _COUNTS: Final = {"record_dropped": "dropped", "record_failed": "records"}
 # A record as `add` queues it: how to make its block, and what goes in it.
-Record = tuple[Format, "PolicyRequest", str, str, float, "Action | None"]
+Record = tuple[Format, "bytes | PolicyRequest", str, str, float, "Action | None"]
+CLOSE: Final = b'{"close": true}\n'  # for the writer: fsync and close the file
 
 
 @implementer(IPushProducer)
@@ -67,7 +71,7 @@ class Recorder(ProcessProtocol):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reactor, self._timers, self._clock = reactor, IReactorTime(reactor), clock
-        self._queue: list[Record] = []
+        self._queue: list[Record | bytes] = []  # records, and lines for the writer
         self._queued = 0  # request bytes in the queue, bounded by max_pending_bytes
         self._timer: Any = None
         self._paused = self._closing = False
@@ -105,12 +109,14 @@ class Recorder(ProcessProtocol):
         """Queue one record; never waits for the disk (drops and counts instead)."""
         if not self.enabled:
             return
-        size = _weight(request)
+        size = len(request.wire) or _weight(request)
         if self._queued + size > self._settings.max_pending_bytes:
             self._full += 1
             return
         self._queued += size
-        self._queue.append((self._format, request, answer, rule, now, action))  # type: ignore[arg-type]
+        shape = self._format
+        assert shape is not None  # enabled
+        self._queue.append((shape, shape.source(request), answer, rule, now, action))
         if self._timer is None:
             self._timer = self._timers.callLater(PUSH_DELAY, self._push)
 
@@ -118,18 +124,23 @@ class Recorder(ProcessProtocol):
         """Switch recording; returns the new state (off without a path or a usable key)."""
         on = self._on(enabled)
         if self.enabled and not on:
-            self.flush()  # the file is whole and on disk once off
+            self._command(CLOSE)  # the file is whole and on disk once off
         self.enabled = on
         log.info("recording", enabled=on, path=str(self._settings.path))
         return on
 
     def reconfigure(self, settings: RecordSettings) -> None:
         """Use new settings for records added from now on (a reload)."""
-        shape = self._load(settings)
-        if _target(settings) != _target(self._settings) or not (settings.enabled and shape):
-            self.flush()  # what is queued goes to the old file, which is closed
-        self._settings, self._format = settings, shape
+        if self.transport is None and self._queue:  # the next writer starts on the new file:
+            self._queue.insert(0, _named(self._settings))  # what is queued goes to the old one
+        self._settings, self._format = settings, self._load(settings)
         self.enabled = self._on(settings.enabled)
+        self._command(_named(settings) if self.enabled else CLOSE)  # after what is queued
+
+    def _command(self, line: bytes) -> None:
+        if self.transport is not None or self._queue:  # else the next writer starts afresh
+            self._queue.append(line)
+            self._schedule(0.0)
 
     def _on(self, wanted: bool) -> bool:
         return wanted and self._format is not None and not self._closing
@@ -160,25 +171,32 @@ class Recorder(ProcessProtocol):
         if self._timer is None:
             self._timer = self._timers.callLater(delay, self._push)
 
-    def _take(self, limit: float) -> list[Record]:
-        """The queue's first records, up to ``limit`` request bytes (one at least)."""
+    def _take(self, limit: float) -> list[Record | bytes]:
+        """The queue's first items, up to ``limit`` request bytes (one record at least)."""
         queue = self._queue
         if self._queued <= limit:
             self._queue, self._queued = [], 0
             return queue
         taken = count = 0
         while taken < limit:
-            taken += _weight(queue[count][1])
+            item = queue[count]
+            taken += 0 if isinstance(item, bytes) else _weight(item[1])
             count += 1
         self._queued -= taken
         batch = queue[:count]
         del queue[:count]
         return batch
 
-    def _write(self, batch: list[Record]) -> None:
+    def _write(self, batch: list[Record | bytes]) -> None:
         """The batch's blocks down the pipe; a record that makes none is counted, logged."""
         blocks: list[bytes] = []
-        for shape, request, answer, rule, now, action in batch:
+        lines = 0
+        for item in batch:
+            if isinstance(item, bytes):
+                blocks.append(item)
+                lines += 1
+                continue
+            shape, request, answer, rule, now, action = item
             try:
                 blocks.append(shape.block(request, answer, rule, now, action))
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the rest
@@ -186,7 +204,7 @@ class Recorder(ProcessProtocol):
                 self._log("record_failed", self._failed, error=repr(exc))
         if blocks and self.transport is not None:
             self.transport.write(b"".join(blocks))
-            self._handed += len(blocks)
+            self._handed += len(blocks) - lines
 
     def _start(self) -> bool:
         """A writer for today's file, unless one is ending or restarts back off."""
@@ -207,13 +225,12 @@ class Recorder(ProcessProtocol):
             return False
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        stdin = transport.pipes[0]  # type: ignore[attr-defined]
         with contextlib.suppress(OSError):  # not allowed above fs.pipe-max-size: keep 64 KiB
-            stdin = transport.pipes[0].fileno()  # type: ignore[attr-defined]
-            fcntl.fcntl(stdin, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            fcntl.fcntl(stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        stdin.bufferSize = PUSH_BYTES  # paused only when the pipe is full, not at every push
         transport.registerProducer(self, streaming=True)  # type: ignore[attr-defined]
-        path, max_bytes, keep = _target(self._settings)
-        named = {"path": path, "max_bytes": max_bytes, "keep": keep}
-        transport.write(json.dumps(named).encode() + b"\n")
+        transport.write(_named(self._settings))
         self._taking = True
         return True
 
@@ -237,7 +254,7 @@ class Recorder(ProcessProtocol):
             return self._exited().addCallback(lambda _: self.flush())
         if not self._taking and not (self._queue and self._start()):
             if self._closing:  # no writer would start: the records are lost
-                self._lost += len(self._take(float("inf")))
+                self._lost += _records(self._take(float("inf")))
             return defer.succeed(None)
         assert self.transport is not None
         self._write(self._take(float("inf")))
@@ -269,7 +286,7 @@ class Recorder(ProcessProtocol):
 
     def _kill(self, timeout: float) -> None:
         """The writer did not finish within ``timeout`` (a dead disk): its records are lost."""
-        self._lost += len(self._take(float("inf")))
+        self._lost += _records(self._take(float("inf")))
         if self.transport is not None:
             log.error(
                 "record_close_timeout", seconds=timeout, unsent=self._handed - self._confirmed
@@ -327,11 +344,18 @@ class Recorder(ProcessProtocol):
             self._logged[event] = (total, now)
 
 
-def _target(settings: RecordSettings) -> tuple[str, int, int]:
-    """What a writer is started with: the file and how it rotates."""
-    return str(settings.path), settings.max_bytes, settings.keep
+def _named(settings: RecordSettings) -> bytes:
+    """The line that tells the writer which file to write and how it rotates."""
+    named = {"path": str(settings.path), "max_bytes": settings.max_bytes, "keep": settings.keep}
+    return json.dumps(named).encode() + b"\n"
 
 
-def _weight(request: PolicyRequest) -> int:
+def _records(items: list[Record | bytes]) -> int:
+    return sum(not isinstance(item, bytes) for item in items)
+
+
+def _weight(source: bytes | PolicyRequest) -> int:
     """The request's bytes on the wire; for one not read from a peer, about its lines."""
-    return len(request.wire) or sum(len(k) + len(v) + 2 for k, v in request.raw.items())
+    if isinstance(source, bytes):
+        return len(source)
+    return len(source.wire) or sum(len(k) + len(v) + 2 for k, v in source.raw.items())

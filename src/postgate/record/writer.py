@@ -5,12 +5,14 @@ the answers need; it runs in the idle scheduling class (`background`), on
 CPU time the daemon leaves. A slow disk fills the pipe to it, and the
 daemon drops and counts rather than wait.
 
-Input on stdin: one line of JSON naming the file (``path``, ``max_bytes``,
-``keep``), then request blocks, each ending with a blank line. Output on
-stdout: one JSON object per line, events for the daemon to log and, at
-exit, the totals ``written`` and ``lost``. At end of input (the daemon
-switched recording off, reloaded, stopped or died) the whole blocks
-received are written, the file is fsynced and closed, and the process exits.
+Input on stdin: request blocks, each starting with ``# time:`` and ending
+with a blank line, and between them lines of JSON: ``{"path": P,
+"max_bytes": N, "keep": K}`` (write to P from here on; the first line),
+``{"close": true}`` (fsync and close the file: recording switched off).
+Output on stdout: one JSON object per line, events for the daemon to log
+and, at exit, the totals ``written`` and ``lost``. At end of input (the
+daemon stopped or died) the whole blocks received are written, the file is
+fsynced and closed, and the process exits.
 
 Crash safety: every write(2) carries whole blocks. A SIGKILL can still cut
 one in the kernel's copy loop; `postgate.wire.policy_files` drops such a
@@ -44,7 +46,7 @@ HELD_SIGNALS: Final = frozenset(
 
 
 class Writer:
-    """Reads the daemon's stream: the line naming the file, then blocks to append."""
+    """Reads the daemon's stream: blocks to append, and lines saying where."""
 
     def __init__(self, out: int = 1) -> None:
         self.out = out  # where reports go
@@ -74,19 +76,31 @@ class Writer:
         self.report()
 
     def consume(self) -> None:
-        """Name the file from the first line, then write the whole blocks received."""
+        """Write the whole blocks received and obey the lines between them, in order."""
         pending = self.pending
-        if self.target is None:
-            end = pending.find(b"\n")
-            if end < 0:
+        while pending:
+            if pending[0] == ord("{"):  # a block starts with '#': this is a line for us
+                end = pending.find(b"\n")
+                if end < 0:
+                    return
+                self.command(json.loads(pending[:end]))
+                del pending[: end + 1]
+                continue
+            line = pending.find(b"\n\n{")
+            whole = line + 2 if line >= 0 else pending.rfind(END) + len(END)
+            if whole < len(END):
                 return
-            named = json.loads(pending[:end])
-            self.target = (Path(named["path"]), int(named["max_bytes"]), int(named["keep"]))
-            del pending[: end + 1]
-        whole = pending.rfind(END) + len(END)
-        if whole > 1:
             self.blocks(bytes(pending[:whole]))
             del pending[:whole]
+
+    def command(self, order: dict[str, Any]) -> None:
+        if "close" in order:
+            self.close()  # the next block opens it again
+            return
+        target = (Path(order["path"]), int(order["max_bytes"]), int(order["keep"]))
+        if target != self.target:  # a reload: the old file is done, on disk
+            self.close()
+            self.target = target
 
     def blocks(self, data: bytes) -> None:
         """Append whole blocks, rotating between them; a failure loses them, counted."""
