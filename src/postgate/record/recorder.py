@@ -111,12 +111,12 @@ class Recorder(ProcessProtocol):
             return
         size = len(request.wire) or _weight(request)
         if self._queued + size > self._settings.max_pending_bytes:
-            self._full += 1
-            return
-        self._queued += size
-        shape = self._format
-        assert shape is not None  # enabled
-        self._queue.append((shape, shape.source(request), answer, rule, now, action))
+            self._full += 1  # a push logs it, even while the pipe is full
+        else:
+            self._queued += size
+            shape = self._format
+            assert shape is not None  # enabled
+            self._queue.append((shape, shape.source(request), answer, rule, now, action))
         if self._timer is None:
             self._timer = self._timers.callLater(PUSH_DELAY, self._push)
 
@@ -159,13 +159,13 @@ class Recorder(ProcessProtocol):
     def _push(self) -> None:
         """Hand up to `PUSH_BYTES` of the queue to the writer, unless its pipe is full."""
         self._timer = None
+        self._log("record_dropped", self.dropped)
         if not self._queue or self._paused or self._closing:
             return  # resumeProducing pushes again
         if (self._taking or self._start()) and self.transport is not None:
             self._write(self._take(PUSH_BYTES))
             if self._queue:
                 self._schedule(0.0)
-        self._log("record_dropped", self.dropped)
 
     def _schedule(self, delay: float) -> None:
         if self._timer is None:
