@@ -11,27 +11,52 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from structlog.testing import capture_logs
 
 from postgate.config.problems import Problems
-from postgate.record.blocks import encode_block
-from postgate.record.recorder import (
-    Recorder,
-    RecordSettings,
-    Redactor,
-    format_block,
-    key_path,
-    load_key,
-    parse_record_settings,
-    trim_cut_tail,
-)
-from postgate.replies.actions import parse_action
+from postgate.config.record import RecordSettings, parse_record_settings
+from postgate.record.blocks import Format, KeyFileError, Redactor, key_path, load_key
+from postgate.record.recorder import Recorder
+from postgate.record.writer import trim_cut_tail
+from postgate.replies.parsing import parse_action
 from postgate.wire.codec import Decoder, PolicyRequest, encode_request
 from postgate.wire.policy_files import RECORDING_HEADER, parse_policy_text, read_policy_file
-from tests.unit.support.records import NOW, ports, request, settings
+from tests.unit.support.records import (
+    NOW,
+    REACTOR,
+    on_reactor,
+    ports,
+    received,
+    recorder,
+    request,
+    settings,
+    started,
+    turn,
+)
+
+if TYPE_CHECKING:
+    from postgate.replies.model import Action
+
+
+def block(
+    req: PolicyRequest,
+    answer: str,
+    rule: str,
+    now: float,
+    *,
+    decisions: bool = True,
+    redactor: Redactor | None = None,
+    action: Action | None = None,
+) -> str:
+    """`Format.block` as text."""
+    shape = Format(decisions, redactor)
+    data = shape.block(shape.source(req), answer, rule, now, action)
+    return data.decode("utf-8", "surrogateescape")
 
 
 def running(pid: int | None) -> bool:
@@ -39,14 +64,11 @@ def running(pid: int | None) -> bool:
     return pid is not None and Path(f"/proc/{pid}").exists()
 
 
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+def stop(pid: int | None) -> int:
+    """SIGSTOP the writer: it reads nothing more, as behind a stalled disk."""
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    return pid
 
 
 class TestSettings:
@@ -64,7 +86,7 @@ class TestSettings:
             "keep": 2,
             "redact": True,
             "decisions": False,
-            "max_pending": 7,
+            "max_pending_bytes": 70000,
         }
         problems = Problems("p.toml")
         got = parse_record_settings(raw, problems, Path("/etc/postgate"))
@@ -75,7 +97,7 @@ class TestSettings:
             keep=2,
             redact=True,
             decisions=False,
-            max_pending=7,
+            max_pending_bytes=70000,
         )
         assert (expected, []) == (got, problems.errors)
 
@@ -106,14 +128,14 @@ class TestSettings:
 class TestBlockFormat:
     def test_block_replays_to_the_same_request_and_decision(self) -> None:
         """A recorded block parses back to the request, its answer, rule and time."""
-        text = RECORDING_HEADER + format_block(request(3), "DUNNO", "LOCAL", NOW)
+        text = RECORDING_HEADER + block(request(3), "DUNNO", "LOCAL", NOW)
         (case,) = parse_policy_text(text, "r.policy")
         expected = (request(3), "DUNNO", "LOCAL", NOW)
         assert expected == (case.request, case.expect, case.expect_rule, case.time)
 
     def test_block_is_the_wire_format_with_comments_first(self) -> None:
         """Comments, then name=value lines in request order, then one blank line."""
-        text = format_block(PolicyRequest({"request": "smtpd_access_policy"}), "OK", "R", NOW)
+        text = block(PolicyRequest({"request": "smtpd_access_policy"}), "OK", "R", NOW)
         expected = (
             "# time: 2026-03-01T12:00:00.250000Z\n# expect: OK\n# expect-rule: R\n"
             "request=smtpd_access_policy\n\n"
@@ -122,13 +144,13 @@ class TestBlockFormat:
 
     def test_without_decisions_only_the_time_is_noted(self) -> None:
         """decisions = false records requests and time, no expectation."""
-        (case,) = parse_policy_text(format_block(request(), "OK", "R", NOW, decisions=False))
+        (case,) = parse_policy_text(block(request(), "OK", "R", NOW, decisions=False))
         assert (None, None, NOW) == (case.expect, case.expect_rule, case.time)
 
     def test_attribute_names_that_would_read_back_differently_are_left_out(self) -> None:
         """'# expect:' smuggled in as a name cannot forge an expectation."""
         hostile = PolicyRequest({**request().as_dict(), "# expect: OK": "x", " spaced": "y"})
-        (case,) = parse_policy_text(format_block(hostile, "DUNNO", "R", NOW))
+        (case,) = parse_policy_text(block(hostile, "DUNNO", "R", NOW))
         assert ("DUNNO", request()) == (case.expect, case.request)
 
     def test_undecodable_bytes_survive_the_round_trip(self, tmp_path: Path) -> None:
@@ -136,9 +158,7 @@ class TestBlockFormat:
         odd = request(helo_name="h\udcffst")
         path = tmp_path / "r.policy"
         path.write_bytes(
-            (RECORDING_HEADER + format_block(odd, "DUNNO", "R", NOW)).encode(
-                "utf-8", "surrogateescape"
-            )
+            (RECORDING_HEADER + block(odd, "DUNNO", "R", NOW)).encode("utf-8", "surrogateescape")
         )
         assert [odd] == [case.request for case in read_policy_file(path)]
 
@@ -146,13 +166,13 @@ class TestBlockFormat:
         """A value ending in CR is written as the wire writes it and reads back unchanged."""
         odd = request(helo_name="host\r")
         path = tmp_path / "r.policy"
-        path.write_bytes((RECORDING_HEADER + format_block(odd, "DUNNO", "R", NOW)).encode())
+        path.write_bytes((RECORDING_HEADER + block(odd, "DUNNO", "R", NOW)).encode())
         assert [odd] == [case.request for case in read_policy_file(path)]
 
     def test_attribute_no_line_can_carry_is_left_out(self) -> None:
         """A value holding NUL is dropped from the block; the rest of the record stays."""
         odd = PolicyRequest({**request().as_dict(), "helo_name": "a\0b"})
-        (case,) = parse_policy_text(format_block(odd, "DUNNO", "R", NOW))
+        (case,) = parse_policy_text(block(odd, "DUNNO", "R", NOW))
         assert request() == case.request
 
 
@@ -179,9 +199,7 @@ class TestRedaction:
         redactor = Redactor(b"k" * 32)
         req = request(7, sasl_username="alice")
         action = parse_action("550 5.7.1 <{recipient}>: no").action
-        text = format_block(
-            req, action.render(req, "R"), "R", NOW, redactor=redactor, action=action
-        )
+        text = block(req, action.render(req, "R"), "R", NOW, redactor=redactor, action=action)
         (case,) = parse_policy_text(text)
         rcpt = redactor.address("bob7@example.com")
         assert "alice" not in text
@@ -195,9 +213,7 @@ class TestRedaction:
         local = "\u00e9t\u00e9-" + "x" * 80
         req = request(sender=f"{local}@example.org")
         action = parse_action("REJECT {sender} refused").action
-        text = format_block(
-            req, action.render(req, "R"), "R", NOW, redactor=redactor, action=action
-        )
+        text = block(req, action.render(req, "R"), "R", NOW, redactor=redactor, action=action)
         (case,) = parse_policy_text(text)
         assert ("?t?-xxxx" in text, case.expect) == (False, action.render(case.request, "R"))
 
@@ -206,9 +222,7 @@ class TestRedaction:
         redactor = Redactor(b"k" * 32)
         action = parse_action("REJECT sender refused").action
         req = request(sender="e")
-        text = format_block(
-            req, "REJECT sender refused", "R", NOW, redactor=redactor, action=action
-        )
+        text = block(req, "REJECT sender refused", "R", NOW, redactor=redactor, action=action)
         (case,) = parse_policy_text(text)
         assert ("REJECT sender refused", redactor.local("e")) == (
             case.expect,
@@ -220,13 +234,13 @@ class TestRedaction:
         redactor = Redactor(b"k" * 32)
         req = request(sender="x" * 80 + "@example.org")
         answer = f"REJECT {'x' * 61}... refused"
-        (case,) = parse_policy_text(format_block(req, answer, "R", NOW, redactor=redactor))
+        (case,) = parse_policy_text(block(req, answer, "R", NOW, redactor=redactor))
         assert (None, "R") == (case.expect, case.expect_rule)
 
     def test_without_the_action_an_answer_showing_no_hidden_value_is_kept(self) -> None:
         """No action, but the answer quotes nothing redacted: it is written as sent."""
         redactor = Redactor(b"k" * 32)
-        text = format_block(request(), "DUNNO", "R", NOW, redactor=redactor)
+        text = block(request(), "DUNNO", "R", NOW, redactor=redactor)
         (case,) = parse_policy_text(text)
         assert ("DUNNO", "R") == (case.expect, case.expect_rule)
 
@@ -237,134 +251,252 @@ class TestRedaction:
         assert (32, 0o600, first) == (len(first), path.stat().st_mode & 0o777, load_key(path))
 
 
+class TestPathsAtLoad:
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            ("rec\0.policy", "must not contain a NUL character"),
+            ("rec/", "is a directory, not a file name"),
+            (".", "is a directory, not a file name"),
+            ("x" * 256, "too long"),
+        ],
+        ids=["nul", "slash", "directory", "long-name"],
+    )
+    def test_paths_no_writer_could_open_are_load_errors(
+        self, tmp_path: Path, value: str, reason: str
+    ) -> None:
+        """Said at load, with the setting's place, not by a writer dying once a second."""
+        problems = Problems("p.toml")
+        got = parse_record_settings({"path": value}, problems, tmp_path)
+        (problem,) = problems.errors
+        assert (None, "record.path", True) == (got.path, problem.place, reason in problem.reason)
+
+
+class TestRedactionLimits:
+    def test_many_long_distinct_senders_keep_no_memory(self) -> None:
+        """2,000 distinct 16 KB local parts: the redactor holds on to none of them."""
+        redactor = Redactor(b"k" * 32)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(2000):
+                redactor.address(f"{n:05d}{'x' * 16_000}@example.org")
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 1 << 20, f"{grown} bytes kept"
+
+    def test_key_of_the_wrong_length_is_refused(self, tmp_path: Path) -> None:
+        """A 0-byte key (left by a full disk) would be a keyless HMAC: refused, named."""
+        path = key_path(tmp_path / "r.policy")
+        path.write_bytes(b"")
+        with pytest.raises(KeyFileError, match="0 bytes"):
+            load_key(path)
+
+    def test_failed_key_write_leaves_no_key_file(self, tmp_path: Path) -> None:
+        """The write fails (a file size limit of 0, like a full disk): no key file is left."""
+        path = key_path(tmp_path / "r.policy")
+        done = subprocess.run(
+            [sys.executable, "-c", KEY_WRITER, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert ("failed", []) == (done.stdout.strip(), list(tmp_path.iterdir())), done.stderr
+
+    def test_recorder_refuses_to_redact_with_a_bad_key(self, tmp_path: Path) -> None:
+        """redact = true and an empty key file: recording stays off, with one clear error."""
+        path = tmp_path / "r.policy"
+        key_path(path).write_bytes(b"")
+        with capture_logs() as logs:
+            made = Recorder(settings(path, redact=True), REACTOR)
+            switched = made.set_enabled(True)
+        errors = [e["event"] for e in logs if e["log_level"] == "error"]
+        assert (False, False, ["record_key_failed"]) == (made.enabled, switched, errors)
+
+
+# Creates a key with writes limited to 0 bytes (EFBIG, as ENOSPC would fail them).
+KEY_WRITER = """
+import resource, signal, sys
+from pathlib import Path
+from postgate.record.blocks import load_key
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+try:
+    load_key(Path(sys.argv[1]))
+except OSError:
+    print("failed")
+else:
+    print("created")
+"""
+
+
 class TestRecorder:
-    def test_flushed_records_replay_in_order(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_flushed_records_replay_in_order(self, tmp_path: Path) -> None:
         """After a flush the file holds every record, whole, in the order added."""
         path = tmp_path / "rec" / "r.policy"
-        recorder = Recorder(settings(path))
+        made = recorder(path)
         for n in range(50):
-            recorder.add(request(n), "DUNNO", "R", NOW + n)
-        assert recorder.flush(10)
+            made.add(request(n), "DUNNO", "R", NOW + n)
+        await made.flush()
         assert list(range(50)) == ports(path)
-        recorder.close()
-        assert (50, 0) == (recorder.written, recorder.dropped)
+        await made.close()
+        assert (50, 0) == (made.written, made.dropped)
 
-    def test_file_is_whole_blocks_after_every_flush(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_file_is_whole_blocks_after_every_flush(self, tmp_path: Path) -> None:
         """Each flush leaves a file ending with a blank line and no partial block."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path))
+        made = recorder(path)
         ends = []
         for n in range(5):
-            recorder.add(request(n), "DUNNO", "R", NOW)
-            recorder.flush(10)
+            made.add(request(n), "DUNNO", "R", NOW)
+            await made.flush()
             ends.append(path.read_bytes().endswith(b"\n\n"))
-        recorder.close()
+        await made.close()
         assert ([True] * 5, list(range(5))) == (ends, ports(path))
 
-    def test_disabled_recorder_writes_nothing(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_disabled_recorder_writes_nothing(self, tmp_path: Path) -> None:
         """Recording off: add() is a no-op and no file appears."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path, enabled=False))
-        recorder.add(request(), "DUNNO", "R", NOW)
-        recorder.flush(10)
-        recorder.close()
-        assert (False, 0) == (path.exists(), recorder.written)
+        made = recorder(path, enabled=False)
+        made.add(request(), "DUNNO", "R", NOW)
+        await made.flush()
+        await made.close()
+        assert (False, 0) == (path.exists(), made.written)
 
-    def test_switching_on_and_off_without_restart(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_switching_on_and_off_without_restart(self, tmp_path: Path) -> None:
         """Only records added while enabled are written (the SIGUSR1 toggle)."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path, enabled=False))
-        states = [recorder.set_enabled(True)]
-        recorder.add(request(1), "DUNNO", "R", NOW)
-        states.append(recorder.set_enabled(False))
-        recorder.add(request(2), "DUNNO", "R", NOW)
-        recorder.close()
+        made = recorder(path, enabled=False)
+        states = [made.set_enabled(True)]
+        made.add(request(1), "DUNNO", "R", NOW)
+        states.append(made.set_enabled(False))
+        made.add(request(2), "DUNNO", "R", NOW)
+        await made.close()
         assert ([True, False], [1]) == (states, ports(path))
 
-    def test_no_writer_process_until_a_record_needs_one(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_no_writer_process_until_a_record_needs_one(self, tmp_path: Path) -> None:
         """Off at start: no process; the first record starts one; close() ends it."""
-        recorder = Recorder(settings(tmp_path / "r.policy", enabled=False))
-        idle = recorder.writer_pid
-        recorder.set_enabled(True)
-        switched_on = recorder.writer_pid
-        recorder.add(request(1), "DUNNO", "R", NOW)
-        pid = recorder.writer_pid
+        made = recorder(tmp_path / "r.policy", enabled=False)
+        idle = made.writer_pid
+        made.set_enabled(True)
+        await turn(0.01)
+        switched_on = made.writer_pid
+        made.add(request(1), "DUNNO", "R", NOW)
+        pid = await started(made)
         alive = running(pid)
-        recorder.close()
+        await made.close()
         assert (None, None, True, False) == (idle, switched_on, alive, running(pid))
 
-    def test_never_started_recorder_flushes_and_closes(self) -> None:
+    @on_reactor
+    async def test_never_started_recorder_flushes_and_closes(self) -> None:
         """Without a path nothing starts; flush() and close() return at once, cleanly."""
-        recorder = Recorder(RecordSettings())
-        flushed = recorder.flush(10)
-        recorder.close()
-        assert (True, None, False) == (flushed, recorder.writer_pid, recorder.enabled)
+        made = Recorder(RecordSettings(), REACTOR)
+        await made.flush()
+        await made.close()
+        assert (None, False) == (made.writer_pid, made.enabled)
 
-    def test_reload_that_enables_recording_starts_the_writer(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_reload_that_enables_recording_starts_the_writer(self, tmp_path: Path) -> None:
         """A reconfigure switching recording on writes from then on."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(RecordSettings())
-        recorder.reconfigure(settings(path))
-        recorder.add(request(4), "DUNNO", "R", NOW)
-        recorder.close()
+        made = Recorder(RecordSettings(), REACTOR)
+        made.reconfigure(settings(path))
+        made.add(request(4), "DUNNO", "R", NOW)
+        await made.close()
         assert [4] == ports(path)
 
-    def test_closed_recorder_cannot_be_switched_back_on(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_closed_recorder_cannot_be_switched_back_on(self, tmp_path: Path) -> None:
         """After close() the toggle stays off: no writer would take the records."""
-        recorder = Recorder(settings(tmp_path / "r.policy", enabled=False))
-        recorder.close()
-        assert recorder.set_enabled(True) is False
+        made = recorder(tmp_path / "r.policy", enabled=False)
+        await made.close()
+        assert made.set_enabled(True) is False
 
     def test_cannot_switch_on_without_a_path(self) -> None:
         """No [record] path: the toggle stays off and says so."""
-        recorder = Recorder(RecordSettings())
-        state = recorder.set_enabled(True)
-        recorder.close()
-        assert state is False
+        assert Recorder(RecordSettings(), REACTOR).set_enabled(True) is False
 
-    def test_reconfigure_moves_to_the_new_file(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_reconfigure_moves_to_the_new_file(self, tmp_path: Path) -> None:
         """After a reload with another path, new records go there; the old file is whole."""
         old, new = tmp_path / "old.policy", tmp_path / "new.policy"
-        recorder = Recorder(settings(old))
-        recorder.add(request(1), "DUNNO", "R", NOW)
-        recorder.flush(10)
-        recorder.reconfigure(settings(new))
-        recorder.add(request(2), "DUNNO", "R", NOW)
-        recorder.close()
+        made = recorder(old)
+        made.add(request(1), "DUNNO", "R", NOW)
+        await made.flush()
+        made.reconfigure(settings(new))
+        made.add(request(2), "DUNNO", "R", NOW)
+        await made.close()
         assert ([1], [2]) == (ports(old), ports(new))
 
-    def test_redacting_recorder_renders_the_expectation_it_replays(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_records_queued_before_a_reload_go_to_the_old_file(self, tmp_path: Path) -> None:
+        """A reload in the middle of a turn: what came before it is written where it was meant."""
+        old, new = tmp_path / "old.policy", tmp_path / "new.policy"
+        made = recorder(old)
+        for n in range(3):
+            made.add(request(n), "DUNNO", "R", NOW)
+        made.reconfigure(settings(new))
+        for n in range(3, 5):
+            made.add(request(n), "DUNNO", "R", NOW)
+        await made.close()
+        assert ([0, 1, 2], [3, 4]) == (ports(old), ports(new))
+
+    @on_reactor
+    async def test_write_failure_is_logged_by_the_daemon_and_counted(self, tmp_path: Path) -> None:
+        """A file the writer cannot open: one record_write_failed error, its records dropped."""
+        plain = tmp_path / "plain"
+        plain.write_text("not a directory")
+        made = recorder(plain / "r.policy")
+        with capture_logs() as logs:
+            made.add(request(1), "DUNNO", "R", NOW)
+            await made.close()
+        failed = [(e["log_level"], e["path"]) for e in logs if e["event"] == "record_write_failed"]
+        assert ([("error", str(plain / "r.policy"))], 1) == (failed, made.dropped)
+
+    @on_reactor
+    async def test_redacting_recorder_renders_the_expectation_it_replays(
+        self, tmp_path: Path
+    ) -> None:
         """Given the action, the writer's '# expect:' equals replay's rendering, no address."""
         path = tmp_path / "r.policy"
         action = parse_action("REJECT <{sender}> refused").action
         req = request(1, sender="e")
-        recorder = Recorder(settings(path, redact=True))
-        recorder.add(req, action.render(req, "R"), "R", NOW, action=action)
-        recorder.close()
+        made = recorder(path, redact=True)
+        made.add(req, action.render(req, "R"), "R", NOW, action)
+        await made.close()
         (case,) = read_policy_file(path)
         assert case.expect == action.render(case.request, "R")
         assert "<e>" not in path.read_text()
 
-    def test_redacting_recorder_keeps_its_key_beside_the_file(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_redacting_recorder_keeps_its_key_beside_the_file(self, tmp_path: Path) -> None:
         """redact = true: no local part in the file, the key in r.policy.key."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path, redact=True))
-        recorder.add(request(1), "DUNNO", "R", NOW)
-        recorder.close()
+        made = recorder(path, redact=True)
+        made.add(request(1), "DUNNO", "R", NOW)
+        await made.close()
         expected = Redactor(load_key(key_path(path))).address("bob1@example.com")
         (case,) = read_policy_file(path)
         assert (expected, False) == (case.request["recipient"], b"bob1" in path.read_bytes())
 
 
 class TestRotation:
-    def test_rotates_by_size_and_keeps_the_newest_files(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_rotates_by_size_and_keeps_the_newest_files(self, tmp_path: Path) -> None:
         """path, path.1, path.2 hold the newest records, contiguous; older ones are gone."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path, max_bytes=1000, keep=2))
+        made = recorder(path, max_bytes=1000, keep=2)
         for n in range(30):
-            recorder.add(request(n), "DUNNO", "R", NOW)
-            recorder.flush(10)
-        recorder.close()
+            made.add(request(n), "DUNNO", "R", NOW)
+            await made.flush()
+        await made.close()
         files = [path.with_name("r.policy.2"), path.with_name("r.policy.1"), path]
         kept = [port for file in files for port in ports(file)]
         assert kept == list(range(30 - len(kept), 30))
@@ -372,107 +504,208 @@ class TestRotation:
         assert all(f.stat().st_size <= 1000 for f in files)
         assert all(f.read_text().startswith(RECORDING_HEADER) for f in files)
 
-    def test_keep_zero_starts_over_without_copies(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_keep_zero_starts_over_without_copies(self, tmp_path: Path) -> None:
         """keep = 0: the full file is dropped and a new one begun."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path, max_bytes=1000, keep=0))
+        made = recorder(path, max_bytes=1000, keep=0)
         for n in range(10):
-            recorder.add(request(n), "DUNNO", "R", NOW)
-            recorder.flush(10)
-        recorder.close()
+            made.add(request(n), "DUNNO", "R", NOW)
+            await made.flush()
+        await made.close()
         kept = ports(path)
         assert (False, kept) == (
             path.with_name("r.policy.1").exists(),
             list(range(10 - len(kept), 10)),
         )
 
+    @pytest.mark.parametrize("keep", [1, 3])
+    @on_reactor
+    async def test_rotated_files_each_replay_on_their_own(self, tmp_path: Path, keep: int) -> None:
+        """Every rotated file starts with the header and parses by itself."""
+        path = tmp_path / "r.policy"
+        made = recorder(path, max_bytes=800, keep=keep)
+        for n in range(12):
+            made.add(request(n), "DUNNO", "R", NOW)
+            await made.flush()
+        await made.close()
+        rotated = sorted(tmp_path.glob("r.policy.*"))  # noqa: ASYNC240 - a test directory
+        assert keep == len(rotated)
+        assert all(len(read_policy_file(f)) >= 1 for f in rotated)
+
+
+async def fill(made: Recorder, first: int, **extra: str) -> int:
+    """Add records, letting the reactor push between, until one is dropped (bounded)."""
+    added = first
+    while made.dropped == 0 and added < first + 200_000:
+        for _ in range(100):
+            made.add(received(added, **extra), "DUNNO", "R", NOW)
+            added += 1
+        await turn(0.006)  # past PUSH_DELAY: a push, so the writer starts and the pipe fills
+    return added
+
+
+def read_fifo(fifo: Path, chunks: list[bytes]) -> None:
+    """Open the FIFO's reading end (unblocking the writer) and read to its end."""
+    reader = os.open(fifo, os.O_RDONLY)
+    try:
+        chunks.extend(iter(lambda: os.read(reader, 65536), b""))
+    finally:
+        os.close(reader)
+
 
 class TestDrops:
-    def test_blocked_writer_costs_counted_drops_not_waiting(self, tmp_path: Path) -> None:
-        """With the writer stuck on a FIFO nobody reads, add() drops and counts; log says so.
+    @on_reactor
+    async def test_blocked_writer_costs_counted_drops_not_waiting(self, tmp_path: Path) -> None:
+        """With the writer stuck on a FIFO nobody reads, add() drops and counts; the log
+        says so while it is stuck, and again at close.
 
         The writer blocks opening the FIFO, so the pipe to it fills; then
-        ``max_pending`` records wait in the daemon and the next are dropped.
+        ``max_pending_bytes`` of requests wait in the daemon and the next are dropped.
         """
         fifo = tmp_path / "r.policy"
         os.mkfifo(fifo)
         with capture_logs() as logs:
-            recorder = Recorder(settings(fifo, max_pending=5), FakeClock())
-            added = 0
-            while recorder.dropped == 0 and added < 100_000:  # the 1 MiB pipe fills first
-                recorder.add(request(added), "DUNNO", "R", NOW)
-                added += 1
+            made = recorder(fifo, max_pending_bytes=1 << 16)
+            added = await fill(made, 0)
             more = 20
             for n in range(more):
-                recorder.add(request(added + n), "DUNNO", "R", NOW)
-            received = _drain_fifo(fifo, recorder)
-        written = parse_policy_text(received.decode())
-        dropped = recorder.dropped
+                made.add(received(added + n), "DUNNO", "R", NOW)
+            await turn(0.01)
+            stalled = [e["event"] for e in logs if e["event"] == "record_dropped"]
+            chunks: list[bytes] = []
+            thread = threading.Thread(target=read_fifo, args=(fifo, chunks), daemon=True)
+            thread.start()  # a thread: opening waits for the writer, which the reactor runs
+            await made.close()
+            thread.join(10)
+        written = parse_policy_text(b"".join(chunks).decode())
+        dropped = made.dropped
         assert (added + more, True) == (len(written) + dropped, dropped >= more)
-        events = [e for e in logs if e["event"] == "record_dropped"]
-        assert [dropped] == [e["total"] for e in events]
+        events = [e["total"] for e in logs if e["event"] == "record_dropped"]
+        assert (["record_dropped"], dropped, 2) == (stalled, events[-1], len(events))
 
-    def test_records_a_close_cannot_send_are_counted_as_dropped(self, tmp_path: Path) -> None:
-        """Writer stopped (SIGSTOP), close() times out: records still waiting count as dropped."""
-        recorder = Recorder(settings(tmp_path / "r.policy", max_pending=50))
-        recorder.add(request(0), "DUNNO", "R", NOW)
-        pid = recorder.writer_pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # reads nothing more: the pipe fills, then 50 wait here
-        added = 1
-        while recorder.dropped == 0 and added < 100_000:
-            recorder.add(request(added), "DUNNO", "R", NOW)
-            added += 1
-        refused = recorder.dropped
-        with capture_logs() as logs:
-            recorder.close(timeout=0.3)
-        unsent = [e["unsent"] for e in logs if e["event"] == "record_close_timeout"]
-        stuck = [e["event"] for e in logs if e["event"] == "record_writer_stuck"]
-        assert ([50], refused + 50, ["record_writer_stuck"]) == (unsent, recorder.dropped, stuck)
+    @on_reactor
+    async def test_pending_requests_are_bounded_in_bytes(self, tmp_path: Path) -> None:
+        """Writer stopped: 60 KB requests fill max_pending_bytes after about that many bytes.
 
-    def test_unwritable_record_is_counted_and_the_writer_goes_on(self, tmp_path: Path) -> None:
-        """A record that cannot be encoded is dropped, logged, and later records are written."""
+        Bounded in records, 10,000 of them held 572 MiB.
+        """
+        made = recorder(tmp_path / "r.policy", max_pending_bytes=4 << 20)
+        made.add(received(0), "DUNNO", "R", NOW)
+        stop(await started(made))
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            added = await fill(made, 1, **BIG)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            await made.close(timeout=0.3)
+        # The pipe (1 MiB), the transport's buffer and 4 MiB in the queue; each request
+        # is held as its bytes and its decoded values.
+        assert (True, True) == (added < 200, held < 24 << 20), (added, held)
+
+    @on_reactor
+    async def test_a_backlog_drains_in_short_reactor_turns(self, tmp_path: Path) -> None:
+        """Writer stopped, then resumed with a full backlog: no turn of the reactor
+        takes long, so answers go on while the backlog drains."""
+        made = recorder(tmp_path / "r.policy", max_pending_bytes=32 << 20)
+        made.add(received(0), "DUNNO", "R", NOW)
+        pid = stop(await started(made))
+        added = await fill(made, 1, **BIG)
+        late: list[float] = []
+        os.kill(pid, signal.SIGCONT)
+        flushed = made.flush()
+        while not flushed.called and len(late) < 60_000:
+            start = time.monotonic()
+            await turn(0.001)
+            late.append(time.monotonic() - start)
+        await flushed
+        await made.close()
+        assert (added, True) == (made.written + made.dropped, max(late) < 0.1), max(late)
+
+    @on_reactor
+    async def test_records_a_close_cannot_send_are_counted_as_dropped(self, tmp_path: Path) -> None:
+        """Writer stopped (SIGSTOP), close() times out: every record not written is dropped."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path))
+        made = recorder(path, max_pending_bytes=1 << 16)
+        made.add(received(0), "DUNNO", "R", NOW)
+        await made.flush()  # the first record is on disk, its writer gone
+        made.add(received(1), "DUNNO", "R", NOW)
+        stop(await started(made))
+        added = await fill(made, 2)
         with capture_logs() as logs:
-            recorder.add(request(1, helo_name="\ud800"), "DUNNO", "R", NOW)
-            recorder.flush(10)
-        recorder.add(request(2), "DUNNO", "R", NOW)
-        recorder.close()
+            await made.close(timeout=0.3)
+        timeouts = [e["event"] for e in logs if e["event"] == "record_close_timeout"]
+        assert (["record_close_timeout"], [0]) == (timeouts, ports(path))
+        assert (1, added) == (made.written, made.written + made.dropped)
+
+    @on_reactor
+    async def test_unwritable_record_is_counted_and_the_writer_goes_on(
+        self, tmp_path: Path
+    ) -> None:
+        """A record that cannot be made into a block is dropped, logged; later ones are written."""
+        path = tmp_path / "r.policy"
+        made = recorder(path)
+        with capture_logs() as logs:
+            made.add(request(1, helo_name="\ud800"), "DUNNO", "R", NOW)
+            await made.flush()
+        made.add(request(2), "DUNNO", "R", NOW)
+        await made.close()
         failed = [e["records"] for e in logs if e["event"] == "record_failed"]
-        assert ([2], 1, [1]) == (ports(path), recorder.dropped, failed)
+        assert ([2], 1, [1]) == (ports(path), made.dropped, failed)
 
 
-def _drain_fifo(fifo: Path, recorder: Recorder) -> bytes:
-    """Open the reading end (unblocking the writer), close the recorder, read to EOF."""
-    reader = os.open(fifo, os.O_RDONLY)
-    chunks: list[bytes] = []
-    thread = threading.Thread(
-        target=lambda: chunks.extend(iter(lambda: os.read(reader, 65536), b""))
-    )
-    thread.start()
-    recorder.close()
-    thread.join(10)
-    os.close(reader)
-    return b"".join(chunks)
+BIG = dict.fromkeys(("helo_name", "ccert_subject", "ccert_issuer"), "x" * 15000)
 
 
+class TestWriterFailures:
+    @on_reactor
+    async def test_a_writer_that_keeps_dying_backs_off_and_logs_structured_events(
+        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """A writer that dies at every start (a NUL in a path no check saw): restarts
+        1 s, then 2 s apart, one event each with its last stderr line, and nothing
+        of its traceback on the daemon's own output."""
+        made = Recorder(RecordSettings(path=tmp_path / "r\0.policy", enabled=True), REACTOR)
+        with capture_logs() as logs:
+            deadline = time.monotonic() + 3.6
+            while time.monotonic() < deadline:
+                made.add(request(1), "DUNNO", "R", NOW)
+                await turn(0.05)
+            await made.close(timeout=1)
+        died = [e for e in logs if e["event"] == "record_writer_died"]
+        out, err = capfd.readouterr()
+        assert ("", "", [1.0, 2.0]) == (out, err, [e["restart_in"] for e in died[:2]])
+        assert all("embedded null byte" in e["stderr"] for e in died)
+        assert len(died) <= 3
+
+
+# A daemon recording requests as fast as it can, killed while its writer is busy.
 CRASHER = """
-import os, signal, sys, time
+import os, signal, sys
 from pathlib import Path
+from twisted.internet import reactor
 from postgate.wire.codec import PolicyRequest
-from postgate.record.recorder import Recorder, RecordSettings
+from postgate.config.record import RecordSettings
+from postgate.record.recorder import Recorder
 
 path, count = Path(sys.argv[1]), int(sys.argv[2])
-recorder = Recorder(RecordSettings(path=path, enabled=True, max_pending=1_000_000))
-for n in range(count):
-    attrs = {"request": "smtpd_access_policy", "client_port": str(n),
-             "recipient": f"r{n}@example.com", "padding": "x" * (n % 700)}
-    recorder.add(PolicyRequest(attrs), "DUNNO", "DEFAULT", 1e9 + n)
-    if n % 500 == 0:
-        time.sleep(0.001)  # let the writer run, as a reactor between turns would
-print(recorder.writer_pid, flush=True)
-os.kill(os.getpid(), signal.SIGKILL)  # while the writer is still busy
+recorder = Recorder(RecordSettings(path=path, enabled=True, max_pending_bytes=1 << 30), reactor)
+
+def feed(first):
+    for n in range(first, min(first + 500, count)):
+        attrs = {"request": "smtpd_access_policy", "client_port": str(n),
+                 "recipient": f"r{n}@example.com", "padding": "x" * (n % 700)}
+        recorder.add(PolicyRequest(attrs), "DUNNO", "DEFAULT", 1e9 + n)
+    if first + 500 < count:
+        reactor.callLater(0.001, feed, first + 500)
+    else:
+        print(recorder.writer_pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # while the writer is still busy
+
+reactor.callWhenRunning(feed, 0)
+reactor.run()
 """
 
 
@@ -526,59 +759,61 @@ class TestCrashSafety:
         assert len(numbers) >= 1000
         assert numbers == sorted(set(numbers))  # in order, none twice
 
-    def test_writer_killed_mid_stream_is_replaced_and_nothing_later_is_lost(
+    @on_reactor
+    async def test_writer_killed_mid_stream_is_replaced_and_nothing_later_is_lost(
         self, tmp_path: Path
     ) -> None:
         """SIGKILL of the writer: logged, another starts; the file replays in order."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path, max_pending=1_000_000))
+        made = recorder(path, max_pending_bytes=1 << 30)
         with capture_logs() as logs:
             for n in range(3000):
-                recorder.add(crash_request(n), "DUNNO", "R", NOW)
-            first = recorder.writer_pid
-            assert first is not None
+                made.add(crash_request(n), "DUNNO", "R", NOW)
+            first = await started(made)
             os.kill(first, signal.SIGKILL)
             added = 3000
-            while recorder.writer_pid in (first, None) and added < 3000 + 600:
-                recorder.add(crash_request(added), "DUNNO", "R", NOW)
+            while made.writer_pid in (first, None) and added < 3000 + 600:
+                made.add(crash_request(added), "DUNNO", "R", NOW)
                 added += 1
-                time.sleep(0.01)  # a restart waits RESTART_INTERVAL after the last start
-            last = [crash_request(added + n) for n in range(10)]
-            for req in last:
-                recorder.add(req, "DUNNO", "R", NOW)
-            recorder.close()
+                await turn(0.01)  # the first restart waits a second
+            for n in range(10):
+                made.add(crash_request(added + n), "DUNNO", "R", NOW)
+            await made.close()
         numbers, torn = untorn(path)
-        assert ([], ["record_writer_died"]) == (
-            torn,
-            [e["event"] for e in logs if e["event"] == "record_writer_died"],
-        )
+        died = [e["event"] for e in logs if e["event"] == "record_writer_died"]
+        assert ([], ["record_writer_died"]) == (torn, died)
         assert numbers == sorted(set(numbers))
         assert list(range(added, added + 10)) == numbers[-10:]
 
-    def test_writer_outlives_the_signals_a_stop_sends_to_the_group(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_writer_outlives_the_signals_a_stop_sends_to_the_group(
+        self, tmp_path: Path
+    ) -> None:
         """SIGTERM, SIGINT, SIGHUP to the writer do not end it: it ends when the daemon closes."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path))
-        recorder.add(request(1), "DUNNO", "R", NOW)
-        pid = recorder.writer_pid
-        assert pid is not None
+        made = recorder(path)
+        made.add(request(1), "DUNNO", "R", NOW)
+        pid = await started(made)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             os.kill(pid, signum)
-        recorder.add(request(2), "DUNNO", "R", NOW)
-        flushed = recorder.flush(10)
-        recorder.close()
-        assert (True, [1, 2], 0) == (flushed, ports(path), recorder.dropped)
+        made.add(request(2), "DUNNO", "R", NOW)
+        await made.flush()
+        await made.close()
+        assert ([1, 2], 0) == (ports(path), made.dropped)
 
-    def test_cut_last_block_is_ignored_on_read_and_trimmed_on_reopen(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_cut_last_block_is_ignored_on_read_and_trimmed_on_reopen(
+        self, tmp_path: Path
+    ) -> None:
         """A write cut short leaves a partial block: replay skips it, the recorder removes it."""
         path = tmp_path / "r.policy"
-        whole = RECORDING_HEADER + format_block(request(1), "DUNNO", "R", NOW)
-        path.write_text(whole + format_block(request(2), "DUNNO", "R", NOW)[:-40])
+        whole = RECORDING_HEADER + block(request(1), "DUNNO", "R", NOW)
+        path.write_text(whole + block(request(2), "DUNNO", "R", NOW)[:-40])
         before = ports(path)
         with capture_logs() as logs:
-            recorder = Recorder(settings(path))
-            recorder.add(request(3), "DUNNO", "R", NOW)
-            recorder.close()
+            made = recorder(path)
+            made.add(request(3), "DUNNO", "R", NOW)
+            await made.close()
         assert ([1], [1, 3]) == (before, ports(path))
         assert ["record_repaired"] == [e["event"] for e in logs]
 
@@ -592,20 +827,6 @@ class TestCrashSafety:
         )
 
 
-@pytest.mark.parametrize("keep", [1, 3])
-def test_rotated_files_each_replay_on_their_own(tmp_path: Path, keep: int) -> None:
-    """Every rotated file starts with the header and parses by itself."""
-    path = tmp_path / "r.policy"
-    recorder = Recorder(settings(path, max_bytes=800, keep=keep))
-    for n in range(12):
-        recorder.add(request(n), "DUNNO", "R", NOW)
-        recorder.flush(10)
-    recorder.close()
-    rotated = sorted(tmp_path.glob("r.policy.*"))
-    assert keep == len(rotated)
-    assert all(len(read_policy_file(f)) >= 1 for f in rotated)
-
-
 class TestCopiedLines:
     """Requests read from a peer are recorded by copying their received lines."""
 
@@ -617,22 +838,30 @@ class TestCopiedLines:
     def test_copied_block_reads_back_as_the_formatted_one(self) -> None:
         """The copied lines and the line-by-line form replay to the same case."""
         decoded = self.received(encode_request(request(4).as_dict()))
-        copied = encode_block(decoded, "DUNNO", "LOCAL", NOW)
-        formatted = format_block(decoded, "DUNNO", "LOCAL", NOW).encode()
-        (fast,) = parse_policy_text(copied.decode())
-        (slow,) = parse_policy_text(formatted.decode())
+        copied = block(decoded, "DUNNO", "LOCAL", NOW)
+        formatted = block(PolicyRequest(decoded.raw), "DUNNO", "LOCAL", NOW)
+        (fast,) = parse_policy_text(copied)
+        (slow,) = parse_policy_text(formatted)
         assert (slow.request, slow.expect, slow.expect_rule, slow.time) == (
             fast.request,
             fast.expect,
             fast.expect_rule,
             fast.time,
         )
-        assert decoded.wire in copied
+        assert decoded.wire.decode() in copied
 
     def test_line_that_reads_as_a_comment_is_never_copied(self) -> None:
         """A client cannot forge an expectation: such a request is reformatted."""
         raw = b"request=smtpd_access_policy\n# expect: OK=1\nrecipient=a@x\n\n"
         decoded = self.received(raw)
-        (case,) = parse_policy_text(encode_block(decoded, "REJECT no", "R", NOW).decode())
+        (case,) = parse_policy_text(block(decoded, "REJECT no", "R", NOW))
         assert ("REJECT no", "a@x") == (case.expect, case.request.get("recipient"))
-        assert b"# expect: OK=1" not in encode_block(decoded, "REJECT no", "R", NOW)
+        assert "# expect: OK=1" not in block(decoded, "REJECT no", "R", NOW)
+
+    @pytest.mark.parametrize("blank", ["\v", "\f", "\x1c", "\u00a0", "\u3000"])
+    def test_name_with_any_outer_blank_is_never_copied(self, blank: str) -> None:
+        """A vertical tab or a no-break space around a name (which the reader refuses)
+        sends the request to the line-by-line form: the recording stays readable."""
+        raw = f"request=smtpd_access_policy\n{blank}odd=1\nrecipient=a@x\n\n".encode()
+        (case,) = parse_policy_text(block(self.received(raw), "DUNNO", "R", NOW))
+        assert {"request": "smtpd_access_policy", "recipient": "a@x"} == case.request.as_dict()

@@ -1,4 +1,4 @@
-"""Blocks built from received lines: the same bytes as `copy_block`, from caches."""
+"""The one block formatter: the time line, copied lines, and records the recorder keeps apart."""
 
 # House style puts the expected value first (`expected == actual`), which SIM300
 # calls a Yoda condition whenever the expectation is a literal.
@@ -6,157 +6,156 @@
 from __future__ import annotations
 
 import math
-import threading
 from typing import TYPE_CHECKING
 
+import pytest
 from structlog.testing import capture_logs
 
-from postgate.record.blocks import CopiedBlocks, copy_block, format_time
-from postgate.record.recorder import Recorder
+from postgate.record.blocks import Format, format_time
 from postgate.wire.codec import PolicyRequest
 from postgate.wire.policy_files import parse_policy_text, read_policy_file
-from tests.unit.support.records import NOW, moments, ports, received, settings
+from tests.unit.support.records import (
+    NOW,
+    moments,
+    on_reactor,
+    ports,
+    received,
+    recorder,
+    settings,
+    turn,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-def time_line(block: bytes) -> str:
-    return block.split(b"\n", 1)[0].decode()
+def block(
+    req: PolicyRequest, answer: str, rule: str, now: float, *, decisions: bool = True
+) -> bytes:
+    shape = Format(decisions)
+    return shape.block(shape.source(req), answer, rule, now, None)
 
 
-def rounds_up(now: float) -> bool:
-    """Whether format_time carries the microseconds of ``now`` into the next second."""
-    return round((now - math.floor(now)) * 1_000_000) == 1_000_000
+def time_line(data: bytes) -> str:
+    return data.split(b"\n", 1)[0].decode()
 
 
 class TestTimeLine:
     def test_time_line_is_format_time_for_every_moment(self) -> None:
-        """Cached seconds give format_time's text, rounding and times before 1970 included."""
-        blocks, req = CopiedBlocks(), received()
+        """Rounding edges and times before 1970 included: the line format_time writes."""
+        req = received()
         values = moments()
-        built = [blocks.of(req.wire, "DUNNO", "R", now) for now in values]
-        expected = [None if rounds_up(now) else f"# time: {format_time(now)}" for now in values]
-        assert expected == [block and time_line(block) for block in built]
-        assert 0 < expected.count(None) < 100
+        lines = [time_line(block(req, "DUNNO", "R", now)) for now in values]
+        assert [f"# time: {format_time(now)}" for now in values] == lines
 
     def test_half_microseconds_round_to_even(self) -> None:
         """1/128 s is 7812.5 us and 3/128 s is 23437.5 us: both go to the even neighbour."""
-        blocks, req = CopiedBlocks(), received()
-        lines = [
-            time_line(blocks.of(req.wire, "DUNNO", "R", 1772366400 + j / 128) or b"")
-            for j in (1, 3)
-        ]
+        lines = [time_line(block(received(), "DUNNO", "R", 1772366400 + j / 128)) for j in (1, 3)]
         expected = [
             "# time: 2026-03-01T12:00:00.007812Z",
             "# time: 2026-03-01T12:00:00.023438Z",
         ]
         assert expected == lines
 
-    def test_microseconds_rounding_up_to_the_next_second_are_left_to_copy_wire(self) -> None:
-        """x.9999996 becomes second x+1: `of` leaves the block to `copy_wire`, via format_time."""
-        now = 1772366399.9999996
-        assert (None, "2026-03-01T12:00:00.000000Z") == (
-            CopiedBlocks().of(received().wire, "DUNNO", "R", now),
-            format_time(now),
-        )
+    def test_microseconds_rounding_up_carry_into_the_next_second(self) -> None:
+        """x.9999996 is written as second x+1, not as x.1000000."""
+        line = time_line(block(received(), "DUNNO", "R", 1772366399.9999996))
+        assert "# time: 2026-03-01T12:00:00.000000Z" == line
 
-    def test_time_no_calendar_can_show_is_left_to_the_caller(self) -> None:
-        """NaN, infinity and years beyond 9999 build no block, and raise nothing here."""
-        blocks = CopiedBlocks()
-        built = [
-            blocks.of(received().wire, "DUNNO", "R", now) for now in (math.nan, math.inf, 1e20)
-        ]
-        assert [None, None, None] == built
+    @pytest.mark.parametrize("now", [math.nan, math.inf, 1e20])
+    def test_time_no_calendar_can_show_makes_no_block(self, now: float) -> None:
+        """NaN, infinity and years beyond 9999 raise: the recorder counts such a record."""
+        with pytest.raises((ValueError, OverflowError, OSError)):
+            block(received(), "DUNNO", "R", now)
 
 
-class TestSameBytes:
-    def test_block_is_copy_block_byte_for_byte(self) -> None:
-        """Answers and rules varied, repeated and alternating: always copy_block's bytes."""
-        blocks = CopiedBlocks()
-        cases = [
-            (received(n), answer, rule, NOW + n * 0.37)
-            for n in range(40)
-            for answer, rule in [("DUNNO", "LOCAL"), (f"REJECT <bob{n}@example.com> no", "R")]
-        ]
-        built = [blocks.of(req.wire, answer, rule, now) for req, answer, rule, now in cases]
-        assert [copy_block(*case) for case in cases] == built
+class TestCopiedLines:
+    def test_copied_block_is_the_received_lines_after_the_comments(self) -> None:
+        """Answers and rules varied: the comment lines, the lines as received, a blank line."""
+        for n in range(40):
+            req = received(n)
+            answer = f"REJECT <bob{n}@example.com> no"
+            head = f"# time: {format_time(NOW)}\n# expect: {answer}\n# expect-rule: R{n % 3}\n"
+            assert head.encode() + req.wire + b"\n\n" == block(req, answer, f"R{n % 3}", NOW)
+
+    def test_copied_and_formatted_blocks_replay_alike(self) -> None:
+        """The same request, copied or written line by line: the same case."""
+        req = received(7, helo_name="mail example")
+        (copied,) = parse_policy_text(block(req, "OK", "R", NOW).decode())
+        (formatted,) = parse_policy_text(block(PolicyRequest(req.raw), "OK", "R", NOW).decode())
+        assert (formatted.request, formatted.expect) == (copied.request, copied.expect)
 
     def test_without_decisions_only_the_time_is_noted(self) -> None:
-        """decisions = false: no '# expect:' lines, the same bytes as copy_block."""
+        """decisions = false: no '# expect:' lines, copied or formatted."""
         req = received(2)
-        built = CopiedBlocks(decisions=False).of(req.wire, "OK", "R", NOW)
-        assert copy_block(req, "OK", "R", NOW, decisions=False) == built
-
-    def test_comment_lines_stay_right_past_the_cache_bound(self) -> None:
-        """Thousands of rule names (many reloads): the cache is emptied, blocks stay right."""
-        blocks, req = CopiedBlocks(), received()
-        rules = [f"RULE_{n}" for n in range(5000)]
-        wrong = [r for r in rules if blocks.of(req.wire, r, r, NOW) != copy_block(req, r, r, NOW)]
-        assert [] == wrong
+        copied = block(req, "OK", "R", NOW, decisions=False)
+        formatted = block(PolicyRequest(req.raw), "OK", "R", NOW, decisions=False)
+        expected = f"# time: {format_time(NOW)}\n".encode() + req.wire + b"\n\n"
+        assert (expected, expected) == (copied, formatted)
 
     def test_undecodable_answer_bytes_are_kept(self) -> None:
         """An answer quoting a surrogate-escaped byte is written as the byte it was."""
         req = received(helo_name="h\udcffst")
-        built = CopiedBlocks().of(req.wire, "REJECT h\udcffst", "R", NOW)
-        assert copy_block(req, "REJECT h\udcffst", "R", NOW) == built
+        data = block(req, "REJECT h\udcffst", "R", NOW)
+        assert (True, True) == (b"# expect: REJECT h\xffst\n" in data, b"helo_name=h\xffst" in data)
 
 
 class TestRecorderQueue:
-    def test_copied_and_formatted_records_keep_their_order(self, tmp_path: Path) -> None:
-        """A batch mixing copied blocks and records for the writer is written in order."""
+    @on_reactor
+    async def test_copied_and_formatted_records_keep_their_order(self, tmp_path: Path) -> None:
+        """A batch mixing copied and line-by-line blocks is written in order."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path))
+        made = recorder(path)
         for n in range(30):
             req = received(n) if n % 3 else PolicyRequest(received(n).as_dict())
-            recorder.add(req, "DUNNO", "R", NOW + n)
-        recorder.close()
+            made.add(req, "DUNNO", "R", NOW + n)
+        await made.close()
         cases = read_policy_file(path)
         expected = [(n, NOW + n) for n in range(30)]
         assert expected == [(int(c.request["client_port"]), c.time) for c in cases]
 
-    def test_records_added_while_the_writer_drains_are_all_written(self, tmp_path: Path) -> None:
-        """No lock on add: with flushes racing the adds, every record lands once, in order."""
+    @on_reactor
+    async def test_records_added_between_pushes_and_flushes_are_all_written(
+        self, tmp_path: Path
+    ) -> None:
+        """Adds, pushes and flushes interleaved: every record lands once, in order."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path, max_pending=1_000_000))
-        done = threading.Event()
+        made = recorder(path, max_pending_bytes=1 << 30)
+        flushes = []
+        for n in range(20_000):
+            made.add(received(n), "DUNNO", "R", NOW)
+            if n % 997 == 0:
+                await turn(0.006 if n % 2 else 0.0)
+            if n % 4001 == 0:
+                flushes.append(made.flush())
+        for flushed in flushes:
+            await flushed
+        await made.close()
+        assert (list(range(20_000)), 0) == (ports(path), made.dropped)
 
-        def flusher() -> None:
-            while not done.is_set():
-                recorder.flush(10)
-
-        thread = threading.Thread(target=flusher, daemon=True)
-        thread.start()
-        try:
-            for n in range(20_000):
-                recorder.add(received(n), "DUNNO", "R", NOW)
-        finally:  # a failure above must not leave the flusher spinning
-            done.set()
-            thread.join(30)
-        recorder.close()
-        assert (list(range(20_000)), 0) == (ports(path), recorder.dropped)
-
-    def test_time_that_cannot_be_written_costs_a_counted_drop(self, tmp_path: Path) -> None:
-        """A NaN clock does not raise into the answer path; the writer drops and logs it."""
+    @on_reactor
+    async def test_time_that_cannot_be_written_costs_a_counted_drop(self, tmp_path: Path) -> None:
+        """A NaN clock does not raise into the answer path; the push drops and logs it."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path))
+        made = recorder(path)
         with capture_logs() as logs:
-            recorder.add(received(1), "DUNNO", "R", math.nan)
-            recorder.flush(10)
-        recorder.add(received(2), "DUNNO", "R", NOW)
-        recorder.close()
+            made.add(received(1), "DUNNO", "R", math.nan)
+            await made.flush()
+        made.add(received(2), "DUNNO", "R", NOW)
+        await made.close()
         failed = [e["event"] for e in logs if e["event"] == "record_failed"]
-        assert ([2], 1, ["record_failed"]) == (ports(path), recorder.dropped, failed)
+        assert ([2], 1, ["record_failed"]) == (ports(path), made.dropped, failed)
 
-    def test_reload_turning_redaction_on_stops_copying(self, tmp_path: Path) -> None:
+    @on_reactor
+    async def test_reload_turning_redaction_on_stops_copying(self, tmp_path: Path) -> None:
         """After reconfigure(redact = true), received lines are no longer copied as they came."""
         path = tmp_path / "r.policy"
-        recorder = Recorder(settings(path))
-        recorder.add(received(1), "DUNNO", "R", NOW)
-        recorder.flush(10)
-        recorder.reconfigure(settings(path, redact=True))
-        recorder.add(received(2), "DUNNO", "R", NOW)
-        recorder.close()
+        made = recorder(path)
+        made.add(received(1), "DUNNO", "R", NOW)
+        await made.flush()
+        made.reconfigure(settings(path, redact=True))
+        made.add(received(2), "DUNNO", "R", NOW)
+        await made.close()
         text = path.read_text()
         (_, redacted) = parse_policy_text(text)
         assert ("bob1@" in text, "bob2" in text) == (True, False)

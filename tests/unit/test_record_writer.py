@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from postgate.record.blocks import format_block
-from postgate.record.writer import FAILURE_LOG_PERIOD, Status, Writer, trim_cut_tail
+from postgate.record.blocks import Format
+from postgate.record.writer import FAILURE_LOG_PERIOD, Writer, trim_cut_tail
 from postgate.wire.policy_files import RECORDING_HEADER, read_policy_file
 from tests.unit.support.records import NOW, ports, request
 
@@ -28,17 +28,13 @@ if TYPE_CHECKING:
 HEADER = RECORDING_HEADER.encode()
 
 
-def command(**order: Any) -> bytes:
-    """A command as the daemon frames it (`postgate.record.recorder`): NUL, JSON, newline."""
-    return b"\0" + json.dumps(order).encode() + b"\n"
-
-
 def opening(path: Path, max_bytes: int = 0, keep: int = 0) -> bytes:
-    return command(open=str(path), max_bytes=max_bytes, keep=keep)
+    """The first line the daemon sends (`postgate.record.recorder`): the file to write."""
+    return json.dumps({"path": str(path), "max_bytes": max_bytes, "keep": keep}).encode() + b"\n"
 
 
 def block(n: int, **extra: str) -> bytes:
-    return format_block(request(n, **extra), "DUNNO", "R", NOW).encode()
+    return Format().block(request(n, **extra), "DUNNO", "R", NOW, None)
 
 
 def blocks(numbers: range | list[int]) -> bytes:
@@ -84,9 +80,9 @@ def status() -> Iterator[StatusPipe]:
 
 @pytest.fixture
 def writer(status: StatusPipe) -> Iterator[Writer]:
-    made = Writer(Status(status.write_end))
+    made = Writer(status.write_end)
     yield made
-    made.file.close()
+    made.close()
 
 
 def feed(writer: Writer, *chunks: bytes) -> None:
@@ -128,63 +124,74 @@ class TestBlocks:
         assert expected == sorted({content for content in seen if content is not None})
         assert [0, 1, 2] == ports(path)
 
-    def test_blocks_before_any_open_are_counted_lost(
-        self, writer: Writer, status: StatusPipe
-    ) -> None:
-        """With no file named yet the blocks have nowhere to go: the totals say so."""
-        feed(writer, blocks(range(2)), command(ack=1))
-        assert [{"ack": 1, "written": 0, "lost": 2}] == status.reports()
-
-
-class TestCommands:
-    def test_command_split_across_chunks_runs_once_complete(
-        self, tmp_path: Path, writer: Writer, status: StatusPipe
-    ) -> None:
-        """Half an "open" changes nothing; the blocks before it still reach the old file."""
-        old, new = tmp_path / "old.policy", tmp_path / "new.policy"
-        half = len(opening(new)) // 2
-        feed(writer, opening(old) + block(1) + opening(new)[:half])
-        before = (ports(old), new.exists())
-        feed(writer, opening(new)[half:] + block(2) + command(ack=1)[:3])
-        unacked = status.reports()
-        feed(writer, command(ack=1)[3:])
-        assert (([1], False), [], [2]) == (before, unacked, ports(new))
-        assert [{"ack": 1, "written": 2, "lost": 0}] == status.reports()
-
-    def test_blocks_go_to_the_path_opened_before_them(self, tmp_path: Path, writer: Writer) -> None:
-        """Commands and blocks of one chunk run in stream order: an "open" splits the chunk."""
-        one, two = tmp_path / "one.policy", tmp_path / "two.policy"
-        feed(writer, opening(one) + blocks([1, 2]) + opening(two) + block(3) + opening(one))
-        feed(writer, block(4))
-        assert ([1, 2, 4], [3]) == (ports(one), ports(two))
-
-    def test_close_closes_the_file_and_the_next_block_reopens_it(
+    def test_blocks_after_the_first_line_go_to_the_file_it_names(
         self, tmp_path: Path, writer: Writer
     ) -> None:
-        """Recording switched off leaves the file closed; switched on, it appends, no new header."""
+        """Nothing is written before the first line is whole; then the blocks follow it."""
         path = tmp_path / "r.policy"
-        feed(writer, opening(path) + block(1) + command(close=True))
-        closed = writer.file.fd is None
+        head = opening(path)
+        feed(writer, head[:10])
+        named = writer.target
+        feed(writer, head[10:] + block(1))
+        assert (None, HEADER + block(1)) == (named, path.read_bytes())
+
+
+class TestLines:
+    def test_close_line_closes_the_file_and_the_next_block_reopens_it(
+        self, tmp_path: Path, writer: Writer
+    ) -> None:
+        """Switched off: the file is closed; switched on, it appends, no new header."""
+        path = tmp_path / "r.policy"
+        feed(writer, opening(path) + block(1) + b'{"close": true}\n')
+        closed = writer.fd is None
         feed(writer, block(2))
         assert (True, False, HEADER + blocks([1, 2])) == (
             closed,
-            writer.file.fd is None,
+            writer.fd is None,
             path.read_bytes(),
         )
 
-    def test_ack_reports_the_totals_of_what_came_before_it(
+    def test_blocks_go_to_the_path_named_before_them(self, tmp_path: Path, writer: Writer) -> None:
+        """A reload's line in the middle of a read: blocks before it stay in the old file."""
+        one, two = tmp_path / "one.policy", tmp_path / "two.policy"
+        half = len(opening(two)) // 2
+        feed(writer, opening(one) + blocks([1, 2]) + opening(two)[:half])
+        before = (ports(one), two.exists())
+        feed(writer, opening(two)[half:] + block(3) + opening(one) + block(4))
+        assert (([1, 2], False), [1, 2, 4], [3]) == (before, ports(one), ports(two))
+
+
+class TestEndOfInput:
+    def test_totals_are_reported_once_input_ends(
         self, tmp_path: Path, writer: Writer, status: StatusPipe
     ) -> None:
-        """Each ack is sent after the blocks before it are written, not the ones after."""
+        """Nothing is reported while all goes well; at the end, what was written and lost."""
         path = tmp_path / "r.policy"
-        feed(writer, command(ack=1) + opening(path) + blocks([1, 2]) + command(ack=2) + block(3))
-        feed(writer, command(ack=3))
-        expected = [
-            {"ack": 1, "written": 0, "lost": 0},
-            {"ack": 2, "written": 2, "lost": 0},
-            {"ack": 3, "written": 3, "lost": 0},
-        ]
-        assert expected == status.reports()
+        feed(writer, opening(path) + blocks([1, 2]))
+        quiet = status.reports()
+        feed(writer, block(3))
+        writer.finish()
+        assert ([], [{"written": 3, "lost": 0}]) == (quiet, status.reports())
+
+    def test_file_is_closed_at_end_of_input_and_appended_to_by_the_next_writer(
+        self, tmp_path: Path, status: StatusPipe
+    ) -> None:
+        """Switched off, then on: the next writer appends after the last block, no new header."""
+        path = tmp_path / "r.policy"
+        first, second = Writer(status.write_end), Writer(status.write_end)
+        feed(first, opening(path) + block(1))
+        first.finish()
+        feed(second, opening(path) + block(2))
+        second.finish()
+        assert (None, HEADER + blocks([1, 2])) == (first.fd, path.read_bytes())
+
+    def test_a_writer_without_a_file_loses_nothing_it_was_not_sent(
+        self, writer: Writer, status: StatusPipe
+    ) -> None:
+        """Input that ends before the first line is whole: no file, nothing lost."""
+        feed(writer, b'{"path": ')
+        writer.finish()
+        assert (None, [{"written": 0, "lost": 0}]) == (writer.fd, status.reports())
 
 
 class TestRotation:
@@ -210,14 +217,15 @@ class TestRotation:
     ) -> None:
         """A batch larger than a file rotates mid-batch, never inside a block."""
         path = tmp_path / "r.policy"
-        feed(writer, opening(path, max_bytes=1000, keep=5) + blocks(range(12)) + command(ack=1))
+        feed(writer, opening(path, max_bytes=1000, keep=5) + blocks(range(12)))
+        writer.finish()
         files = rotated(path, keep=5)
         assert list(range(12)) == [port for file in files for port in ports(file)]
         assert [HEADER + blocks(ports(file)) for file in files] == [
             file.read_bytes() for file in files
         ]
         assert all(file.stat().st_size <= 1000 for file in files)
-        assert [{"ack": 1, "written": 12, "lost": 0}] == status.reports()
+        assert [{"written": 12, "lost": 0}] == status.reports()
 
     def test_a_block_larger_than_max_bytes_alone_is_written_whole(
         self, tmp_path: Path, writer: Writer
@@ -261,7 +269,7 @@ class TestFinish:
         path = tmp_path / "r.policy"
         feed(writer, opening(path) + blocks([1, 2]) + block(3)[:-20])
         writer.finish()
-        assert (HEADER + blocks([1, 2]), None) == (path.read_bytes(), writer.file.fd)
+        assert (HEADER + blocks([1, 2]), None) == (path.read_bytes(), writer.fd)
         assert path.read_bytes().endswith(b"\n\n")
         assert [{"written": 2, "lost": 0}] == status.reports()
 
@@ -272,30 +280,29 @@ class TestFinish:
         path = tmp_path / "r.policy"
         source, sink = os.pipe()
         try:
-            os.write(sink, opening(path) + blocks(range(3)) + command(ack=1) + block(3)[:10])
+            os.write(sink, opening(path) + blocks(range(3)) + block(3)[:10])
             os.close(sink)
             writer.run(source)
         finally:
             os.close(source)
-        expected = [{"ack": 1, "written": 3, "lost": 0}, {"written": 3, "lost": 0}]
-        assert ([0, 1, 2], expected) == (ports(path), status.reports())
+        assert ([0, 1, 2], [{"written": 3, "lost": 0}]) == (ports(path), status.reports())
 
 
 class TestWriteFailures:
     def test_unwritable_target_loses_blocks_and_reports_once(
         self, tmp_path: Path, writer: Writer, status: StatusPipe
     ) -> None:
-        """Every failed batch counts as lost, one event per period; a good path works again."""
+        """Every failed batch counts as lost, one event per period, the totals at the end."""
         plain = tmp_path / "plain"
         plain.write_text("not a directory")
-        bad, good = plain / "r.policy", tmp_path / "r.policy"
+        bad = plain / "r.policy"
         feed(writer, opening(bad) + blocks([1, 2]))
         feed(writer, block(3))
-        feed(writer, block(4) + opening(good) + block(5) + command(ack=1))
+        feed(writer, block(4))
+        writer.finish()
         reports = status.reports()
         failures = [r["path"] for r in reports if r.get("event") == "record_write_failed"]
-        assert ([str(bad)], [5]) == (failures, ports(good))
-        assert {"ack": 1, "written": 1, "lost": 4} == reports[-1]
+        assert ([str(bad)], {"written": 0, "lost": 4}) == (failures, reports[-1])
 
     def test_failure_is_reported_again_after_the_period(
         self, tmp_path: Path, writer: Writer, status: StatusPipe
@@ -304,8 +311,8 @@ class TestWriteFailures:
         plain = tmp_path / "plain"
         plain.write_text("not a directory")
         feed(writer, opening(plain / "r.policy") + block(1))
-        assert writer.file.failed_at is not None
-        writer.file.failed_at -= FAILURE_LOG_PERIOD
+        assert writer.failed_at is not None
+        writer.failed_at -= FAILURE_LOG_PERIOD
         feed(writer, block(2))
         events = [(e["event"], e["lost"]) for e in status.events()]
         assert [("record_write_failed", 1), ("record_write_failed", 2)] == events
@@ -399,23 +406,21 @@ def read_reports(fd: int, until: str, deadline: float) -> list[dict[str, Any]]:
 
 
 class TestProcess:
-    def test_writer_process_acks_and_leaves_a_replayable_file(self, tmp_path: Path) -> None:
-        """`python -m postgate.record.writer FD`: acks on FD, exits 0 at end of input."""
+    def test_writer_process_reports_and_leaves_a_replayable_file(self, tmp_path: Path) -> None:
+        """`python -m postgate.record.writer`: totals on stdout, exits 0 at end of input."""
         path = tmp_path / "r.policy"
         read_end, write_end = os.pipe()
         process = subprocess.Popen(
-            [sys.executable, "-m", "postgate.record.writer", str(write_end)],
+            [sys.executable, "-m", "postgate.record.writer"],
             stdin=subprocess.PIPE,
-            pass_fds=(write_end,),
+            stdout=write_end,
         )
         os.close(write_end)
         try:
             assert process.stdin is not None
-            process.stdin.write(opening(path) + blocks(range(5)) + command(ack=7))
-            process.stdin.flush()
-            deadline = time.monotonic() + 10
-            acked = read_reports(read_end, "ack", deadline)
+            process.stdin.write(opening(path) + blocks(range(5)))
             process.stdin.close()
+            deadline = time.monotonic() + 10
             returncode = process.wait(timeout=10)
             last = read_reports(read_end, "never", deadline)
         finally:
@@ -423,6 +428,5 @@ class TestProcess:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        assert ([{"ack": 7, "written": 5, "lost": 0}], 0) == (acked, returncode)
-        assert [{"written": 5, "lost": 0}] == last
+        assert ([{"written": 5, "lost": 0}], 0) == (last, returncode)
         assert list(range(5)) == [int(c.request["client_port"]) for c in read_policy_file(path)]

@@ -6,6 +6,7 @@ it imports nothing from the config loader or the rule engine.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -28,10 +29,13 @@ class RecordSettings:
     keep: int = 5  # rotated files kept: path.1 (newest) .. path.keep
     redact: bool = False
     decisions: bool = True  # write '# expect:' / '# expect-rule:' lines
-    max_pending: int = 10_000  # records held in the daemon (queued, or the pipe full) before drops
+    max_pending_bytes: int = 8 << 20  # requests held in the daemon (pipe full) before drops
 
 
-_KEYS: Final = ("path", "enabled", "max_bytes", "keep", "redact", "decisions", "max_pending")
+_KEYS: Final = ("path", "enabled", "max_bytes", "keep", "redact", "decisions", "max_pending_bytes")
+# Linux's limits on a path and on one of its names, in bytes (PATH_MAX, NAME_MAX).
+_PATH_MAX: Final = 4095
+_NAME_MAX: Final = 255
 
 
 def parse_record_settings(
@@ -52,7 +56,7 @@ def parse_record_settings(
         keep=get.count("keep", base.keep, 0, 1000),
         redact=get.flag("redact", base.redact),
         decisions=get.flag("decisions", base.decisions),
-        max_pending=get.count("max_pending", base.max_pending, 1, 10_000_000),
+        max_pending_bytes=get.count("max_pending_bytes", base.max_pending_bytes, 1 << 16, 1 << 32),
     )
 
 
@@ -63,4 +67,21 @@ def _path(value: Any, problems: Problems, base_dir: Path | None) -> Path | None:
         problems.error("record.path", f"must be a file name, not {value!r}")
         return None
     path = Path(value)
-    return base_dir / path if base_dir is not None and not path.is_absolute() else path
+    path = base_dir / path if base_dir is not None and not path.is_absolute() else path
+    reason = _unusable(value, path)
+    if reason:
+        problems.error("record.path", reason)
+        return None
+    return path
+
+
+def _unusable(value: str, path: Path) -> str | None:
+    """Why the writer could never open ``path``: said at load, not by a writer dying."""
+    if "\0" in value:
+        return "must not contain a NUL character"
+    raw = os.fsencode(path)
+    if len(raw) > _PATH_MAX or any(len(name) > _NAME_MAX for name in raw.split(b"/")):
+        return f"too long (at most {_PATH_MAX} bytes, {_NAME_MAX} for each name)"
+    if value.endswith("/") or path.is_dir():
+        return f"{str(path)!r} is a directory, not a file name"
+    return None

@@ -18,7 +18,6 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from postgate.config.load import load_config
@@ -36,12 +35,15 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import (
         IReactorCore,
         IReactorFromThreads,
+        IReactorProcess,
         IReactorSocket,
         IReactorTime,
     )
 
-    class _Reactor(IReactorCore, IReactorTime, IReactorSocket, IReactorFromThreads):
-        """What the daemon needs of a reactor: lifecycle, timers, sockets, threads."""
+    class _Reactor(
+        IReactorCore, IReactorTime, IReactorSocket, IReactorFromThreads, IReactorProcess
+    ):
+        """What the daemon needs of a reactor: lifecycle, timers, sockets, threads, a child."""
 
     from postgate.config.load import Config
 
@@ -127,7 +129,7 @@ class Daemon:
         notify: Notify,
         listen: tuple[str, ...] = (),
     ) -> None:
-        self.recorder = Recorder(config.record, call_later=reactor.callLater)
+        self.recorder = Recorder(config.record, reactor)
         self.decisions = decision_log(lambda flush: reactor.callLater(0, flush))
         self.answerer = Answerer(
             config,
@@ -272,8 +274,7 @@ class Daemon:
         timeout = self.answerer.config.daemon.shutdown_timeout
         stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)
         stopped.addBoth(lambda _: self.timers.stopService())
-        # The last flush may wait for the disk: not on the reactor thread.
-        stopped.addBoth(lambda _: deferToThread(self.recorder.close))
+        stopped.addBoth(lambda _: self.recorder.close())
         return stopped.addCallback(self._stopped)
 
     def _stopped(self, _: object) -> None:
