@@ -130,8 +130,8 @@ def checks(levels: Sequence[Level], alternating: Paired | None = None) -> list[C
                 f"{alternating.high:.1%} ({_rps(alternating.on_rps)} vs "
                 f"{_rps(alternating.off_rps)} req/s; one daemon switched by SIGUSR1 every "
                 f"{alternating.tick:g} s, {len(alternating.on) + len(alternating.off)} "
-                f"phases; {alternating.recorded:,} records written for "
-                f"{sum(alternating.on):,} replies while on)",
+                f"phases; {alternating.recorded:,} records written and "
+                f"{alternating.dropped:,} dropped for {sum(alternating.on):,} replies while on)",
                 alternating.share >= RECORDING_MIN_SHARE,
             )
         )

@@ -59,8 +59,19 @@ class Window:
     answers: int = 0
     wrong: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    sent_at: list[float] = field(default_factory=list, repr=False)  # monotonic, per latency
     rss_kib: list[int] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)
+
+    def per_minute_p99(self) -> list[float]:
+        """p99 of each whole minute: flat over a soak means nothing builds up."""
+        if not self.sent_at:
+            return []
+        start = self.sent_at[0]
+        minutes: dict[int, list[float]] = {}
+        for at, ms in zip(self.sent_at, self.latencies_ms, strict=True):
+            minutes.setdefault(int((at - start) // 60), []).append(ms)
+        return [round(_p99(sorted(v)), 2) for _, v in sorted(minutes.items()) if len(v) > 100]
 
     def summary(self) -> dict[str, object]:
         lat = sorted(self.latencies_ms) or [0.0]
@@ -70,7 +81,7 @@ class Window:
             "answers": self.answers,
             "wrong": self.wrong,
             "p50_ms": round(statistics.median(lat), 2),
-            "p99_ms": round(lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0], 2),
+            "p99_ms": round(_p99(lat), 2),
             "max_ms": round(lat[-1], 2),
             "rss_mib_first_last_max": [
                 round(v / 1024, 1)
@@ -78,6 +89,10 @@ class Window:
             ],
             **self.notes,
         }
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
 class Daemon:
@@ -163,6 +178,7 @@ async def probe(
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 continue
             window.latencies_ms.append((time.monotonic() - sent) * 1000)
+            window.sent_at.append(sent)
             window.answers += 1
             window.wrong += reply != expected
         writer.close()
@@ -258,6 +274,11 @@ def run(
 def scenarios(args: argparse.Namespace) -> dict[str, Callable[[Setup], Window]]:
     seconds = args.seconds
 
+    def soak(setup: Setup) -> Window:
+        window = run(setup, "soak", args.minutes * 60, None)
+        window.notes["p99_ms_per_minute"] = window.per_minute_p99()
+        return window
+
     async def flooding(_: Daemon, port: int) -> dict[str, object]:
         return {"flood_connections": await flood(port, seconds)}
 
@@ -285,7 +306,7 @@ def scenarios(args: argparse.Namespace) -> dict[str, Callable[[Setup], Window]]:
         return {"writers_stopped": len(children)}
 
     return {
-        "soak": lambda s: run(s, "soak", args.minutes * 60, None),
+        "soak": soak,
         "flood": lambda s: run(s, "flood", seconds, flooding),
         "non-reading": lambda s: run(s, "non-reading", seconds, pipelining),
         "log-stall": lambda s: run(s, "log-stall", seconds, log_stall),
