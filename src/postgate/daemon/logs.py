@@ -48,7 +48,7 @@ _SD_PREFIX: Final = {
 }
 
 # Events one misbehaving peer or a broken disk can repeat thousands of times
-# a second; `report_suppressed` says how many were held back.
+# a second; `Throttle.report`, on the status timer, says how many were held back.
 THROTTLE: Final = Throttle(
     frozenset(
         {
