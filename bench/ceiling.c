@@ -3,7 +3,7 @@
  *
  * A single-threaded epoll server that answers "action=DUNNO\n\n" to every
  * complete policy request (a request ends with an empty line, see
- * shared/spec/policy-protocol.md section 2.1). It does no parsing beyond
+ * docs/protocol.md, Framing). It does no parsing beyond
  * finding the empty line, so whatever throughput and latency it reaches is
  * the upper bound any policy daemon can reach through the same kernel,
  * loopback and load generator. It is single-threaded on purpose: postgate

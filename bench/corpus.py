@@ -7,7 +7,7 @@ Postfix 3.7: mostly RCPT requests (one per recipient), some DATA and
 END-OF-MESSAGE; IPv4 and IPv6 clients; TLS and plaintext; authenticated
 submission; relay attempts; listed clients and senders; spamtraps; bad HELOs;
 dynamic and unresolvable client names; declared and actual sizes. Every
-request carries every attribute Postfix 3.7 sends (policy-protocol.md §2.2),
+request carries every attribute Postfix 3.7 sends (docs/protocol.md, An observed request),
 and `client_port` differs from one request to the next so that a server's
 exact-request cache (postfwd has one) cannot answer from memory.
 
@@ -372,7 +372,7 @@ class Generator:
         return self.rng.choices((1, 2, 3, 5, 10, 25), weights=(60, 15, 10, 8, 5, 2))[0]
 
     def instance(self) -> str:
-        """pid.seconds.microseconds.sequence in hex, as smtpd makes it (policy-protocol.md §2.3)."""
+        """pid.seconds.microseconds.sequence in hex, as smtpd makes it (docs/protocol.md)."""
         pid, sec, usec = (self.rng.randrange(1 << n) for n in (16, 31, 20))
         return f"{pid:x}.{sec:x}.{usec:x}.0"
 
@@ -380,7 +380,7 @@ class Generator:
         return "".join(self.rng.choice("0123456789ABCDEF") for _ in range(11))
 
     def wire_order(self, attrs: dict[str, str], state: str) -> dict[str, str]:
-        """All attributes, in the order Postfix 3.7 writes them (policy-protocol.md §2.2)."""
+        """All attributes, in Postfix 3.7's order (docs/protocol.md, An observed request)."""
         self.serial += 1
         v6 = ":" in attrs["client_address"]
         return {

@@ -212,7 +212,7 @@ def make_server(
 
 
 def recording_config(corpus_dir: Path) -> Path:
-    """The bench config with recording on (issue 5: its cost is measured here).
+    """The bench config with recording on, to measure what recording costs.
 
     Every request and its decision is appended to a file in the output
     directory, rotated at 64 MiB with two old files kept.

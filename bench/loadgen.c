@@ -3,7 +3,7 @@
  *
  * Each of N persistent connections writes one request, reads exactly one
  * reply ("action=...\n\n"), then writes the next: strict lock-step, never
- * pipelined (shared/spec/policy-protocol.md section 1). Concurrency comes only
+ * pipelined (docs/protocol.md, Connections). Concurrency comes only
  * from the number of connections, as with Postfix's smtpd processes.
  *
  * It is compiled C with one epoll loop per thread (one thread by default) so

@@ -1,4 +1,4 @@
-"""Figures for issue 4: list load time and lookup cost at 100,000 entries.
+"""Figures for large lists: load time and lookup cost at 100,000 entries.
 
     .venv/bin/python bench/lookups.py [--entries 100000]
 

@@ -1,4 +1,4 @@
-"""Memory check (issue 8 item 4): postgate with 100,000-entry lists, over millions of requests.
+"""Memory check: postgate with 100,000-entry lists, over millions of requests.
 
 Starts postgate with the reference ruleset and lists of --list-size entries
 (network, domain, address and fingerprint lists alike), reads its resident

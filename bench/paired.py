@@ -1,4 +1,4 @@
-"""Recording's cost (issue 5): one daemon, recording switched every half second.
+"""Recording's cost: one daemon, recording switched every half second.
 
 Two daemons side by side cannot settle a 10 % claim on this two-core VM:
 two *identical* plain daemons, alternated for 8 windows each, differed by

@@ -1,20 +1,22 @@
-"""The reference ruleset (issue 4 item 6) restated in plain Python, as the benchmark's oracle.
+"""The reference ruleset restated in plain Python, as the benchmark's oracle.
 
 The benchmark checks every answer a server gives. If the expected answers
 came from postgate's own engine, a bug in the engine would also be in the
 expectation and the check would prove nothing; so this module restates the
-15 rules from the issue text alone, with none of postgate's code (no shared
+15 rules from the reference ruleset's description (the numbered comments of
+conf/examples/reference.toml) alone, with none of postgate's code (no shared
 list loader, matcher or network set). postfwd, a third implementation, must
 agree with it on the whole corpus, which checks this file in turn.
 
-Semantics taken from the issue: attribute names as Postfix sends them;
-domain, address, HELO and hostname comparisons case-insensitive; a missing
-or non-numeric number counts as 0; networks also match IPv4-mapped IPv6
-(issue 4 item 2). Where the issue leaves a choice open, the corpus stays
-clear of it: `domain_hazards` rejects requests whose answer would depend on
-whether a domain list also matches subdomains, and fingerprints are always
-written as Postfix writes them (upper-case hex with colons) in both the list
-and the requests, so case and colon handling never decide an answer.
+Semantics taken from that description and docs/rules.md: attribute names
+as Postfix sends them; domain, address, HELO and hostname comparisons
+case-insensitive; a missing or non-numeric number counts as 0; networks also
+match IPv4-mapped IPv6 (docs/rules.md, Lists). Where the description leaves
+a choice open, the corpus stays clear of it: `domain_hazards` rejects
+requests whose answer would depend on whether a domain list also matches
+subdomains, and fingerprints are always written as Postfix writes them
+(upper-case hex with colons) in both the list and the requests, so case and
+colon handling never decide an answer.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ LIST_FILES: Final = {
     "trusted_certs": "trusted-certs.txt",
 }
 
-# The exact reply texts, in rule order (issue 4 item 6); rule 8 is the
+# The exact reply texts, in rule order; rule 8 is the
 # group's own DUNNO for requests the group does not apply to.
 ACTIONS: Final = {
     1: "552 5.3.4 Message size exceeds fixed limit",
@@ -85,7 +87,7 @@ class IPv4Networks:
         if isinstance(ip, ipaddress.IPv6Address):
             if ip.ipv4_mapped is None:
                 return False  # an IPv4 network cannot contain a plain IPv6 address
-            ip = ip.ipv4_mapped  # issue 4 item 2: networks also match IPv4-mapped IPv6
+            ip = ip.ipv4_mapped  # networks also match IPv4-mapped IPv6 (docs/rules.md, Lists)
         value = int(ip)
         for length, starts in self._by_length:
             if (value >> (32 - length) << (32 - length)) in starts:

@@ -239,7 +239,7 @@ def r(localpart: str) -> str:
     return f"{localpart}@{DOMAIN}"
 
 
-# What access(5) and policy-protocol.md §4 say the client sees, per action case.
+# What access(5) and docs/protocol.md (Actions) say the client sees, per action case.
 EXPECTED_REPLY = {
     "ok": "250 2.1.5 Ok",
     "dunno": "250 2.1.5 Ok",
@@ -327,7 +327,7 @@ class TestActionTypes:
         assert expected == {n: observed[n].log for n in expected}
 
     def test_421_and_521_close_the_connection(self, observed: dict[str, Observation]) -> None:
-        """After a 421 or 521 reply Postfix hangs up (policy-protocol.md §4.1)."""
+        """After a 421 or 521 reply Postfix hangs up (docs/protocol.md, The action words)."""
         expected = {"code-421": True, "code-521": True, "code-5nn": False}
         assert expected == {n: observed[n].closed for n in expected}
 
@@ -341,7 +341,8 @@ class TestActionTypes:
         }
 
 
-# smtpd_dsn_fix() in recipient context (policy-protocol.md §4.3): sender-address
+# smtpd_dsn_fix() in recipient context (docs/protocol.md, Numeric replies and
+# enhanced status codes): sender-address
 # details become recipient-address ones, unknown X.1.Y details become X.1.0.
 RECIPIENT_DETAIL = {"1": "1", "2": "2", "3": "3", "4": "4", "5": "5", "6": "6", "7": "3", "8": "2"}
 

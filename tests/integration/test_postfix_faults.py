@@ -1,9 +1,10 @@
 """Faults as Postfix sees them: postgate stopped, restarted, reloaded while mail flows.
 
 What the SMTP client gets is Postfix's ``default_action`` while postgate is
-unreachable (policy-protocol.md §5), and postgate's own answers as soon as it
-is back; a reload never fails a request. Mail flows from several SMTP clients
-at once, so several smtpd processes hold persistent policy connections.
+unreachable (docs/protocol.md, When postgate cannot answer), and postgate's
+own answers as soon as it is back; a reload never fails a request. Mail flows
+from several SMTP clients at once, so several smtpd processes hold persistent
+policy connections.
 Replies are classified by "epoch": the test moves the epoch on at each step,
 and a reply counts for an epoch only if its RCPT was both sent and answered in
 it; a reply that straddles a step may be either side's. Never by timing.

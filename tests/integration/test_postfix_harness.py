@@ -92,7 +92,7 @@ class TestXclient:
     def test_ipv6_client_address_arrives_without_brackets(
         self, postfix: PrivatePostfix, scripted: ScriptedPolicy
     ) -> None:
-        """An IPv6 XCLIENT address reaches the policy in plain form (§2.3)."""
+        """An IPv6 XCLIENT address reaches the policy unbracketed (docs/protocol.md, Attributes)."""
         with SmtpSession(postfix.ports["gate"], Client("2001:db8::25")) as smtp:
             smtp.mail("s@example.org")
             smtp.rcpt(RCPT)

@@ -254,7 +254,10 @@ class TestEndOfDataReject:
     def test_next_transaction_after_an_end_of_data_reject(
         self, postfix: PrivatePostfix, reference: Daemon
     ) -> None:
-        """Before 3.7.22 Postfix keeps the rejected transaction (policy-protocol.md §7)."""
+        """Before 3.7.22 Postfix keeps the rejected transaction.
+
+        docs/protocol.md, Postfix's own limits, and one bug.
+        """
         with SmtpSession(postfix.ports["gate"], Client()) as smtp:
             transaction(smtp, "big@example.org", [USER], message("big", body_bytes=SIZE_LIMIT + 1))
             again = smtp.mail("next@example.org")

@@ -158,7 +158,7 @@ class TestVerify:
 
 class TestSecurity:
     def test_exposure_is_at_most_two(self, analyze: str) -> None:
-        """The service's overall exposure stays at or below the 2.0 the issue asks for."""
+        """The service's overall exposure stays at or below docs/install.md's target of 2.0."""
         done = security(analyze)
         match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
         assert match is not None, done.stdout + done.stderr
@@ -203,7 +203,7 @@ class TestUnitsAgreeWithDocs:
         assert expected == (f"`{program}`" in doc_text(), args)
 
     def test_unix_socket_is_reachable_from_postfix_chroot(self) -> None:
-        """policy-protocol.md §1: inside /var/spool/postfix, connectable by user postfix."""
+        """In /var/spool/postfix, connectable by user postfix (docs/protocol.md, Connections)."""
         unix = settings(UNIT_DIR / "postgate-unix.socket")
         got = [unix[f"Socket.{k}"][0] for k in ("ListenStream", "SocketUser", "SocketMode")]
         expected = ["/var/spool/postfix/private/postgate", "postfix", "0660"]

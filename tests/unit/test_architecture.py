@@ -37,7 +37,8 @@ This table is the one the test enforces (it is parsed from this docstring):
 | __main__ | everything | any | no |
 
 The recorder may use Twisted for ``reactor.spawnProcess``. A new top-level
-module or package needs a row before the test passes.
+module or package needs a row here and the same row in docs/architecture.md
+before the tests pass.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 SRC: Final = Path(__file__).resolve().parents[2] / "src" / "postgate"
+DOC: Final = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 ROOT: Final = "postgate"
 
 
@@ -99,6 +101,17 @@ def parse_table(doc: str) -> dict[str, Row]:
 
 
 TABLE: Final = parse_table(__doc__ or "")
+
+
+def doc_rows(text: str) -> list[tuple[str, ...]]:
+    """(part, may import, libraries, Twisted) per row of the doc's Packages table."""
+    section = text.split("\n## Packages\n", 1)[1].split("\n## ", 1)[0]
+    cells = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| `")
+    ]
+    return [(c[0].strip("`"), *c[2:]) for c in cells]
 
 
 def module_sources(src: Path = SRC) -> dict[str, tuple[str, bool]]:
@@ -295,6 +308,15 @@ class TestTheTree:
     def test_every_import_follows_the_table(self) -> None:
         found = forbidden(IMPORTS, TABLE)
         assert not found, "\n".join(found)
+
+    def test_the_architecture_doc_states_this_table(self) -> None:
+        """docs/architecture.md grants, row by row, exactly what the table above grants."""
+        mine = [
+            tuple(c.strip() for c in line.strip().strip("|").split("|"))
+            for line in (__doc__ or "").splitlines()
+            if line.startswith("| ") and not line.startswith("| part")
+        ]
+        assert mine == doc_rows(DOC.read_text())
 
     def test_the_tree_was_read(self) -> None:
         """Guards the two tests above against passing on an empty or misread tree."""

@@ -20,9 +20,9 @@ def run(*argv: str) -> tuple[int, str]:
     return status, out.getvalue()
 
 
-# The user's seed table (../shared/seed/smtp-error-codes.md), row by row, with
-# the verdict reply-codes.md §3 gives it; written out so the tool is checked
-# against the spec, not against its own data.
+# The user's seed table (data/seed-table.csv), row by row, with the verdict
+# docs/replies.md (Where the seed table is wrong) gives it; written out so the
+# tool is checked against the written verdicts, not against its own data.
 SEED_VERDICTS = [
     ("211", "correct"), ("214", "correct"), ("220", "correct"), ("221", "correct"),
     ("250", "correct"), ("251", "correct"), ("252", "correct"), ("354", "correct"),

@@ -1,4 +1,4 @@
-"""The policy codec at byte level: framing, limits, replies (policy-protocol.md §2-§3)."""
+"""The policy codec at byte level: framing, limits, replies (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ CORPUS = Path(__file__).parents[1] / "corpus"
 CORPUS_FILES = sorted(CORPUS.glob("*.request"))
 HEAD = b"request=smtpd_access_policy\n"
 
-# policy-protocol.md §2.2, observed from Postfix 3.7.11 at the RCPT stage.
+# docs/protocol.md, An observed request: Postfix 3.7.11 at the RCPT stage.
 OBSERVED_RCPT = {
     "request": "smtpd_access_policy",
     "protocol_state": "RCPT",
@@ -80,7 +80,7 @@ def refuses(wire: bytes, limits: Limits | None = None) -> Decoder:
 
 class TestFraming:
     def test_observed_postfix_request_decodes_to_its_attributes(self) -> None:
-        """The request Postfix 3.7 sent in the spec's capture decodes attribute for attribute."""
+        """The request of docs/protocol.md (An observed request) decodes attribute for attribute."""
         assert OBSERVED_RCPT == decode_one((CORPUS / "postfix-3.7-rcpt.request").read_bytes())
 
     def test_crlf_request_reads_like_the_lf_one(self) -> None:
@@ -121,7 +121,7 @@ class TestFraming:
         assert "mx.example" == decode_one(HEAD + b"tls_sni=mx.example\n\n")["tls_sni"]
 
     def test_request_line_may_come_anywhere(self) -> None:
-        """Attribute order is not significant (policy-protocol.md §2.1)."""
+        """Attribute order is not significant (docs/protocol.md, Framing)."""
         assert {"a": "1", "request": REQUEST_NAME} == decode_one(b"a=1\n" + HEAD + b"\n")
 
     def test_utf8_values_decode_to_text(self) -> None:
@@ -173,7 +173,7 @@ class TestFraming:
 
 class TestMalformed:
     def test_missing_request_attribute_is_refused(self) -> None:
-        """``request=`` is mandatory (policy-protocol.md §2.3)."""
+        """``request=`` is mandatory (docs/protocol.md, Attributes)."""
         refuses(b"protocol_state=RCPT\n\n")
 
     @pytest.mark.parametrize("kind", [b"", b"SMTPD_ACCESS_POLICY", b"smtpd_access_policy ", b"x"])
@@ -314,7 +314,7 @@ class TestAttributeLimit:
 
 class TestLimitsValidation:
     def test_defaults_are_safe_and_generous(self) -> None:
-        """16 KiB lines, 64 KiB requests and 256 attributes by default (policy-protocol.md §2.1)."""
+        """16 KiB lines, 64 KiB requests, 256 attributes by default (docs/protocol.md, Framing)."""
         assert (16384, 65536, 256) == (
             Limits().max_line,
             Limits().max_request,
@@ -378,7 +378,7 @@ class TestPolicyRequest:
 
 class TestEncode:
     def test_reply_is_one_action_line_and_an_empty_line(self) -> None:
-        """Exactly ``action=<text>\\n\\n`` (policy-protocol.md §3)."""
+        """Exactly ``action=<text>\\n\\n`` (docs/protocol.md, Format)."""
         assert b"action=554 5.7.1 Relay access denied\n\n" == encode(
             "554 5.7.1 Relay access denied"
         )
@@ -439,7 +439,7 @@ class TestEncodeRequest:
 @pytest.mark.parametrize("size", [1, 16, 4096])
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
 class TestCorpusGrid:
-    """Every captured request at several read sizes, after Snawoot's test grid (style.md §2.2)."""
+    """Every captured request at several read sizes."""
 
     def test_chunked_feed_gives_the_same_requests_as_a_whole_one(
         self, path: Path, size: int

@@ -1,9 +1,9 @@
-"""Property tests of the codec: h11's invariant and encode/decode round trips (style.md §2.5).
+"""Property tests of the codec: h11's invariant and encode/decode round trips.
 
 Any bytes, fed whole, byte by byte or in random chunks, give the same requests
 or a `ProtocolError`, and never any other exception. "The same requests" is
 checked against a second, deliberately naive decoder that reads one line at a
-time, exactly as policy-protocol.md §2.1 words the framing.
+time, exactly as docs/protocol.md (Framing) words the framing.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def cut(stream: bytes, sizes: list[int]) -> list[bytes]:
 
 
 def naive(limits: Limits, stream: bytes) -> Outcome:
-    """Decode one line at a time, the slow obvious way, as the spec words it."""
+    """Decode one line at a time, the slow obvious way, as docs/protocol.md (Framing) words it."""
     requests: list[Attrs] = []
     lines: list[bytes] = []
     size = pos = 0
@@ -243,7 +243,7 @@ class TestRoundTrip:
 
 
 def framable(name: str, value: str) -> bool:
-    """What Postfix could send (policy-protocol.md §2.1), and would read back as given."""
+    """What Postfix could send (docs/protocol.md, Framing), and would read back as given."""
     line = f"{name}={value}"
     try:
         raw = line.encode("utf-8", "surrogateescape")
@@ -258,7 +258,10 @@ def framable(name: str, value: str) -> bool:
 
 
 def sendable(text: str) -> bool:
-    """Reply text Postfix reads as written: not blank, one line, no NUL, valid UTF-8 (§3)."""
+    """Reply text Postfix reads as written: not blank, one line, no NUL, valid UTF-8.
+
+    docs/protocol.md, Replies.
+    """
     return (
         text.strip() != ""
         and not {"\r", "\n", "\0"} & set(text)

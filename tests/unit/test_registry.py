@@ -10,8 +10,9 @@ import pytest
 from postgate.replies import registry
 from postgate.replies.sent import validate_reply_line
 
-# reply-codes.md §2.2 and §2.3, written out by hand so the data file is checked
-# against the spec rather than against itself.
+# RFC 5321 §4.2.2-§4.2.3 and the extension RFCs 3207, 4954, 7504, written out
+# by hand so the data file is checked against the RFCs and the IANA registry
+# rather than against itself.
 RFC5321_CODES = {
     211, 214, 220, 221, 250, 251, 252, 354, 421, 450, 451, 452,
     455, 500, 501, 502, 503, 504, 550, 551, 552, 553, 554, 555,
@@ -25,8 +26,8 @@ SEED_NON_STANDARD = {510, 511, 512, 513, 523, 541}
 
 
 class TestEnhancedRegistry:
-    def test_registry_has_the_81_rows_of_the_spec_with_unique_keys(self) -> None:
-        """The package data holds X.0.0 to X.7.30, 81 distinct rows (reply-codes.md §4.2)."""
+    def test_registry_has_81_rows_with_unique_keys(self) -> None:
+        """81 distinct rows, X.0.0 to X.7.30 (docs/replies.md, The code data)."""
         keys = [entry.key for entry in registry.ENHANCED]
         assert (81, 81) == (len(keys), len(set(keys)))
 
@@ -58,7 +59,7 @@ class TestEnhancedRegistry:
 
     @pytest.mark.parametrize("code", ["5.4.8", "5.7.31", "4.8.0", "5.2.5"])
     def test_well_formed_but_unregistered_codes_are_not_found(self, code: str) -> None:
-        """X.4.8 and friends are syntactically fine but not in the registry (§4.2)."""
+        """X.4.8 and friends are well-formed but not registered (docs/replies.md, The code data)."""
         assert registry.enhanced(code) is None
 
     def test_longest_registered_code_has_six_characters(self) -> None:
@@ -72,13 +73,13 @@ class TestEnhancedRegistry:
 
 
 class TestBasicCodes:
-    def test_rfc5321_codes_are_exactly_the_spec_list(self) -> None:
-        """The data's RFC 5321 codes are the 24 of reply-codes.md §2.2."""
+    def test_rfc5321_codes_are_exactly_the_rfc_list(self) -> None:
+        """The data's RFC 5321 codes are the 24 of RFC 5321 §4.2.2-§4.2.3."""
         found = {b.code for b in registry.BASIC if b.standing is registry.Standing.RFC5321}
         assert RFC5321_CODES == found
 
-    def test_extension_codes_are_exactly_the_spec_list(self) -> None:
-        """Codes from standards-track extensions are those of reply-codes.md §2.3."""
+    def test_extension_codes_are_exactly_the_rfc_list(self) -> None:
+        """Codes from standards-track extensions are those of RFC 3207, RFC 4954 and RFC 7504."""
         found = {b.code for b in registry.BASIC if b.standing is registry.Standing.EXTENSION}
         assert EXTENSION_CODES == found
 
@@ -118,8 +119,8 @@ class TestSeedReadings:
         non_standard = {code for code in SEED_CODES if not registry.is_standard(code)}
         assert (SEED_NON_STANDARD, SEED_NON_STANDARD) == (judged, non_standard)
 
-    def test_wrong_and_partly_wrong_rows_are_the_spec_ones(self) -> None:
-        """551 is wrong; 503, 530, 553 and 554 are partly wrong (reply-codes.md §3)."""
+    def test_wrong_and_partly_wrong_rows_are_the_documented_ones(self) -> None:
+        """551 wrong; 503, 530, 553, 554 partly (docs/replies.md, Where the seed table is wrong)."""
         verdicts = {s.code: s.verdict.value for s in registry.SEED if s.verdict.value != "correct"}
         expected = {503: "partly-wrong", 530: "partly-wrong", 551: "wrong"}
         expected |= {553: "partly-wrong", 554: "partly-wrong"}

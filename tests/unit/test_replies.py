@@ -380,7 +380,7 @@ class TestTemplates:
         assert "PREPEND X-Postgate-Rule: BL_1" == action.render(REQUEST, "BL_1")
 
 
-# reply-codes.md §5 scenarios and the names issue 3 asks for.
+# The scenarios of docs/replies.md (Named replies), each with its name.
 REQUIRED_NAMES = {
     "accept", "dunno", "relay_denied", "client_blocked", "sender_blocked",
     "recipient_blocked", "dnsbl_listed", "message_too_large", "message_too_large_eom",
@@ -395,7 +395,7 @@ REQUIRED_NAMES = {
 
 class TestNamedCatalogue:
     def test_catalogue_covers_every_required_scenario(self) -> None:
-        """Each §5 scenario and each name of issue 3 has a named reply."""
+        """Each scenario of docs/replies.md (Named replies) has a named reply."""
         assert set() == REQUIRED_NAMES - NAMED.keys()
 
     @pytest.mark.parametrize(
@@ -411,13 +411,13 @@ class TestNamedCatalogue:
             ("dunno", "DUNNO"),
         ],
     )
-    def test_issue_examples_have_the_issue_wording(self, name: str, line: str) -> None:
-        """The replies issue 3 spells out are exactly as written there."""
+    def test_documented_replies_have_the_documented_wording(self, name: str, line: str) -> None:
+        """The replies docs/replies.md (Named replies) spells out are exactly as written there."""
         assert line == NAMED[name].line
 
     @pytest.mark.parametrize("name", sorted(NAMED))
     def test_every_named_reply_validates_without_warnings(self, name: str) -> None:
-        """Catalogue replies pass the §6 validator and parse without warnings."""
+        """Catalogue replies pass the independent validator and parse without warnings."""
         action = NAMED[name]
         line = action.render(REQUEST, "R")
         assert ([], (), True) == (
@@ -501,7 +501,7 @@ class TestValidator:
         ],
     )
     def test_bad_lines_are_reported(self, line: str, problem: str) -> None:
-        """Each §6 rule reports its own problem."""
+        """Each validator rule reports its own problem."""
         assert any(problem in p for p in validate_reply_line(line)), validate_reply_line(line)
 
 
@@ -518,7 +518,7 @@ class TestSmtpReply:
         ],
     )
     def test_wording_matches_observed_postfix_replies(self, line: str, seen: str) -> None:
-        """Defaults and class forcing follow the live examples of policy-protocol.md §4.3."""
+        """Defaults and class forcing follow the replies observed in docs/protocol.md."""
         assert seen == smtp_reply(line, "r@x")
 
     @pytest.mark.parametrize("line", ["OK", "DUNNO", "HOLD", "WARN x", "550"])

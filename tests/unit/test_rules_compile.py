@@ -29,7 +29,7 @@ def errors(text: str, base: Path | None = None) -> list[str]:
 
 
 class TestOneClearErrorEach:
-    """The five mistakes of issue 4's "must show", each alone in a config."""
+    """The five mistakes `postgate check` must name clearly, each alone in a config."""
 
     def test_broken_regex(self) -> None:
         """A regex that does not compile names the rule, attribute and operator."""

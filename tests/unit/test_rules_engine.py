@@ -1,4 +1,4 @@
-"""The engine never raises, whatever the request holds (style.md §2.5)."""
+"""The engine never raises, whatever the request holds."""
 
 # House style puts the expected value first (`expected == actual`), which SIM300
 # calls a Yoda condition whenever the expectation is a literal.

@@ -56,7 +56,7 @@ class TestEquality:
         )
 
     def test_empty_string_matches_the_null_sender(self) -> None:
-        """`sender = ""` is how a rule names bounces (policy-protocol.md §2.3)."""
+        """`sender = ""` is how a rule names bounces (docs/protocol.md, Attributes)."""
         compiled = rule('sender = ""\nprotocol_state = "RCPT"')
         assert (True, False) == (
             hits(compiled, sender="", protocol_state="RCPT"),
@@ -190,7 +190,7 @@ class TestNumbers:
 
     @pytest.mark.parametrize("value", ["", "abc", "-5", "1e9", "١٢٣", " "])
     def test_missing_or_non_numeric_counts_as_zero(self, value: str) -> None:
-        """Anything but plain digits is 0 (issue 4 item 6)."""
+        """Anything but plain digits is 0 (docs/rules.md, Operator tables)."""
         assert hits(rule("size = { eq = 0 }"), size=value)
 
     def test_absent_number_counts_as_zero(self) -> None:

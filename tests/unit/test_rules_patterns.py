@@ -15,12 +15,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from postgate.rules.charsets import probe_text
 from postgate.rules.patterns import (
     FLAGS,
     MAX_SUBJECT,
     PatternError,
     compile_pattern,
-    probe_text,
 )
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The reference ruleset answers every recorded request exactly as issue 4 says."""
+"""The reference ruleset answers every request as conf/examples/test_reference.policy expects."""
 
 # House style puts the expected value first (`expected == actual`), which SIM300
 # calls a Yoda condition whenever the expectation is a literal.
@@ -24,7 +24,7 @@ class TestReferenceConfig:
         assert ([], []) == (PROBLEMS.errors, PROBLEMS.warnings)
 
     def test_every_rule_has_at_least_three_cases(self) -> None:
-        """Issue 4: at least three recorded requests per rule, near misses included."""
+        """At least three recorded requests per rule, near misses included."""
         by_topic = collections.Counter(case.name.split(" - ")[0] for case in CASES)
         assert dict.fromkeys(RULE_IDS, True) == {rule: by_topic[rule] >= 3 for rule in RULE_IDS}
 

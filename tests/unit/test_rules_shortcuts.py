@@ -66,7 +66,7 @@ class TestBlocklist:
     def test_default_reply_per_attribute(
         self, attribute: str, list_name: str, attrs: dict[str, str], reply: str
     ) -> None:
-        """Each blocked attribute gets the reply-codes.md §5 wording for it."""
+        """Each blocked attribute gets the wording of docs/replies.md (Named replies) for it."""
         compiled, problems = compile_rule(
             f'blocklist = {{ attribute = "{attribute}", list = "{list_name}" }}'
         )

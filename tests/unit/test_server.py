@@ -186,7 +186,10 @@ class TestBadInput:
         assert transport.disconnecting
 
     def test_idle_connection_is_never_closed(self) -> None:
-        """No partial request, no timer: an idle connection stays open (spec §1)."""
+        """No partial request, no timer: an idle connection stays open.
+
+        docs/protocol.md, Connections: Postfix drops a connection that turns readable.
+        """
         factory, clock = make_factory(request_timeout=5.0)
         proto, transport = connect(factory)
         proto.dataReceived(req("f@x"))

@@ -253,7 +253,7 @@ def _reverse_synonym(query: str) -> list[str]:
     note = (
         f"  the seed table calls {digits} and {query} synonyms: they are not. {digits} reads "
         f"there as '{seed.seed_meaning}' ({_VERDICTS[seed.verdict]}); the two code systems "
-        "share only the first digit (reply-codes.md §1)"
+        "share only the first digit (RFC 5321 §4.2, RFC 3463 §2)"
     )
     return [note]
 

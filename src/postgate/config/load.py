@@ -5,7 +5,7 @@ Owns the ``[daemon]`` table and the top-level shape; the ``[lists]`` and
 collected as ``FILE: place: reason`` and the whole set is raised at once, so
 ``postgate check`` shows all mistakes in one run. A `Config` is built
 completely before anyone sees it, which is what makes reload a swap of one
-reference (style.md §2.2).
+reference.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class DaemonConfig:
     allow: NetworkSet = field(default_factory=lambda: _network_set(LOOPBACK))
     limits: Limits = Limits()  # noqa: RUF009 - frozen, so one shared default is safe
     # Seconds a started request may stay incomplete before the peer is cut
-    # off; idle connections (no partial request) are never closed (§1).
+    # off; idle connections (no partial request) are never closed
+    # (docs/protocol.md, Connections).
     request_timeout: float = 30.0
     # Seconds an answer may wait for facts that need I/O (state, DNS) before
     # each missing one takes its configured outcome; far below Postfix's

@@ -3,7 +3,7 @@
 Owns the log line format; everything else only calls ``structlog.get_logger``.
 Request values are only ever rendered as values of keys (JSON-escaped, or
 ``repr``-quoted on a console), so no sender, HELO name or recipient can start
-a new line or imitate another field (style.md §2.4).
+a new line or imitate another field.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _SD_PREFIX: Final = {
 }
 
 # Events one misbehaving peer or a broken disk can repeat thousands of times
-# a second; `report_suppressed` says how many were held back.
+# a second; `Throttle.report`, on the status timer, says how many were held back.
 THROTTLE: Final = Throttle(
     frozenset(
         {

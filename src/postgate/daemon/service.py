@@ -3,7 +3,7 @@
 The reactor is a parameter so tests can pass their own; only `postgate.commands.cli`
 touches the global one. Listeners are built like `strports.service` (see
 `postgate.daemon.systemd.listen_service`), which raises a bind failure at start
-instead of logging it while the daemon runs deaf (style.md §1 A2).
+instead of logging it while the daemon runs deaf.
 """
 
 from __future__ import annotations

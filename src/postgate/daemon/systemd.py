@@ -3,7 +3,7 @@
 Owns readiness (``READY=1``), reload (``RELOADING=1`` + ``MONOTONIC_USEC``),
 shutdown (``STOPPING=1``), the ``STATUS=`` line and watchdog pings. Each
 message is one datagram of ``NAME=value`` lines sent to ``$NOTIFY_SOCKET``,
-so no libsystemd is needed (style.md §2.2, after asdnotify). Sending never
+so no libsystemd is needed (sd_notify(3)). Sending never
 raises and never blocks the reactor: the socket is non-blocking, and a failed
 send is logged once and then dropped, because a supervisor that cannot hear
 us is no reason to stop answering Postfix. The service layer owns the timers.

@@ -63,8 +63,8 @@ def advise_dsn(dsn: str) -> list[str]:
     if entry.subject == 1 and entry.detail > 8:
         found.append(
             f"Postfix rewrites {dsn} in a policy reply to {klass}.1.0 in sender/recipient "
-            f"restrictions and {klass}.0.0 elsewhere (smtpd_dsn_fix, policy-protocol.md "
-            "§4.3): the client never sees it."
+            f"restrictions and {klass}.0.0 elsewhere (smtpd_dsn_fix, docs/protocol.md): "
+            "the client never sees it."
         )
     if "deprecated" in entry.title.lower():
         found.append(f"{dsn} is deprecated: {entry.description}")

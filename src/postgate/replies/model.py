@@ -223,7 +223,7 @@ def _check_code(code: int) -> None:
     if first not in (4, 5):
         raise ReplyError(
             f"{code} is not an SMTP reply code: a policy may answer only 4xx (temporary) "
-            "or 5xx (permanent) codes (RFC 5321 §4.2, policy-protocol.md §4.3)."
+            "or 5xx (permanent) codes (RFC 5321 §4.2)."
         )
     if second > 5:
         raise ReplyError(

@@ -1,15 +1,15 @@
 """The code facts postgate ships: enhanced status codes, basic reply codes, seed readings.
 
-Three read-only tables loaded once from package data (``postgate/data``):
+Three read-only tables loaded once from package data (``postgate/data``;
+docs/replies.md, The code data):
 
 * ``enhanced-status-codes.csv``: the IANA registry of enhanced status codes
-  (RFC 3463, RFC 5248), one row per ``X.Y.Z`` (reply-codes.md §4.2);
+  (RFC 3463, RFC 5248), one row per ``X.Y.Z``;
 * ``basic-reply-codes.csv``: the three-digit codes of RFC 5321 §4.2, of the
   standards-track extensions, and the non-standard ones people meet in the
-  wild, each non-standard code with the standard replies to use instead
-  (reply-codes.md §2);
+  wild, each non-standard code with the standard replies to use instead;
 * ``seed-table.csv``: the user's seed table, row by row, with its verdict and
-  correction (reply-codes.md §3).
+  correction (docs/replies.md, Where the seed table is wrong, and why).
 
 The data is kept as data so that a registry update is a file change, not a
 code change. Imports nothing from postgate, so every other module can use it.
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 # RFC 3463 §2 syntax: no leading zeros, one to three digits per part; "X"
-# stands for any class, as in the registry itself (reply-codes.md §6).
+# stands for any class, as in the registry itself.
 ENHANCED_SYNTAX: Final = re.compile(r"([245X])\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})")
 
 CLASSES: Final = MappingProxyType(
@@ -184,7 +184,7 @@ LONGEST_ENHANCED: Final = max(len(e.key) for e in ENHANCED)
 
 
 def enhanced(code: str) -> EnhancedCode | None:
-    """Look a code up in the registry with its class replaced by ``X`` (reply-codes.md §6).
+    """Look a code up in the registry with its class replaced by ``X``.
 
     Accepts ``5.7.1`` and ``X.7.1``; anything not in RFC 3463 syntax (leading
     zeros, a class other than 2/4/5) is simply not registered.

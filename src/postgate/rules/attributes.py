@@ -1,6 +1,6 @@
 """The attribute names a rule may test, and how each one compares.
 
-Owns the catalogue only: which names Postfix sends (policy-protocol.md §2.3),
+Owns the catalogue only: which names Postfix sends (docs/protocol.md, Attributes),
 which ones postgate derives from them, which compare case-insensitively and
 which are numbers. Imports nothing from postgate, so every other module of the
 engine can lean on it.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# policy-protocol.md §2.3, in Postfix 3.7 wire order, then the 3.8+/3.12 names.
+# In Postfix 3.7 wire order (docs/protocol.md, An observed request), then the
+# 3.8+/3.12 names.
 POSTFIX: Final = (
     "request",
     "protocol_state",
@@ -100,7 +101,7 @@ FOLDED: Final = (
     )
 )
 
-# policy-protocol.md §2.4.
+# The values of protocol_state (docs/protocol.md, When Postfix asks).
 STATES: Final = (
     "CONNECT",
     "EHLO",

@@ -4,7 +4,7 @@ Pure and synchronous: no I/O, no clock, nothing from Twisted. A request
 walks the rules in order; the first rule whose conditions all hold decides,
 a group whose conditions hold walks its children and may end with its own
 default, and when nothing decides the implicit default is ``DUNNO`` (Postfix
-then goes on with its own restrictions, policy-protocol.md §4.1). The walk
+then goes on with its own restrictions; docs/protocol.md, The action words). The walk
 itself is one generated function (`postgate.rules.program`); the objects
 here describe the rules, show them and explain a decision step by step.
 """

@@ -31,7 +31,7 @@ def fold(name: str, value: str) -> str:
 
 
 def number(text: str) -> int:
-    """Postfix numbers; missing or non-numeric counts as 0 (issue 4 item 6)."""
+    """Postfix numbers; missing or non-numeric counts as 0 (docs/rules.md, Operator tables)."""
     if text.isdigit() and text.isascii() and len(text) <= MAX_DIGITS:
         return int(text)  # what Postfix sends: decided in three C calls
     text = text.strip()

@@ -1,7 +1,7 @@
 """Named lists: read from the config or from files, checked line by line.
 
 Each kind keeps its entries in the shape its lookup needs, so a request costs
-a few hash probes whatever the list size (issue 4 item 3): networks by prefix
+a few hash probes whatever the list size: networks by prefix
 length (`networks.NetworkSet`), domains as a set walked by label suffix,
 addresses and strings as sets. Every bad entry is reported with its own
 file and line; the good entries still load so one typo shows all the others.

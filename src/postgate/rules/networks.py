@@ -3,10 +3,11 @@
 A network list answers "is this address inside any entry" with at most one
 set lookup per prefix length that occurs in the list (33 for IPv4, 129 for
 IPv6 in the worst case, a handful in practice), never a scan of the entries.
-Addresses are parsed with ``inet_pton`` because ``ipaddress`` objects cost
-several microseconds each, which matters at 100,000 entries on load and on
-every request. IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are folded to
-IPv4 on both sides, so an IPv4 entry matches however the client is written.
+Addresses are parsed with ``inet_pton`` because ``ipaddress`` objects are
+far slower to build (docs/performance.md, Large lists), which matters at
+100,000 entries on load and on every request. IPv4-mapped IPv6 addresses
+(``::ffff:a.b.c.d``) are folded to IPv4 on both sides, so an IPv4 entry
+matches however the client is written.
 """
 
 from __future__ import annotations

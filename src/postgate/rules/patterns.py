@@ -15,39 +15,31 @@ pattern whose backtracking can blow up, with a sentence saying why:
   reach stderr.
 
 The check works on ``re``'s own parse tree with each character set reduced to
-bits: one per ASCII character, plus four coarse non-ASCII classes. Which bits a
-set holds is asked of ``re`` itself, under the flags in force where the set
-stands, so case folding is what ``re`` does (under IGNORECASE, U+0130 and
-U+0131 are i, U+212A is k, and a range of accented letters holds i and s).
-The check errs towards refusing. What passes costs at most O(n^2) in the
-value length, and only the first `MAX_SUBJECT` characters of a value are
-searched, which bounds every search. Searching a prefix rather than refusing
+bits, as `postgate.rules.charsets` asks them of ``re`` itself, so case folding
+is what ``re`` does (under IGNORECASE, U+212A is k). The check errs towards
+refusing. What passes costs at most O(n^2) in the value length, and only the
+first `MAX_SUBJECT` characters of a value are searched, which bounds every
+search. Searching a prefix rather than refusing
 long values keeps the cap fail-closed: padding a HELO cannot hide
 ``localhost`` from a blocking pattern, nor make a negated one true.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import re
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from postgate.rules.charsets import ALL, SET_OPS, set_bits
+
 _parser: Any = importlib.import_module("re._parser")  # stdlib; no public API for the tree
-_sre: Any = importlib.import_module("_sre")  # the case mapping re compares characters by
 
 MAX_PATTERN: Final = 1000
 MAX_SUBJECT: Final = 1024
 FLAGS: Final = re.IGNORECASE
 
-# Bits 0..127 are ASCII code points; four more stand for non-ASCII classes.
-U_DIGIT, U_ALPHA, U_SPACE, U_OTHER = (1 << 128, 1 << 129, 1 << 130, 1 << 131)
-UNICODE: Final = U_DIGIT | U_ALPHA | U_SPACE | U_OTHER
-ASCII: Final = (1 << 128) - 1
-ALL: Final = ASCII | UNICODE
 _MAX_GROUPS: Final = 8
 # Each level of repeats is walked a few times to reach its fixpoint, so the
 # check's own cost grows with this power; real patterns nest two deep.
@@ -147,25 +139,14 @@ def _offer_shorter(source: str, refusal: PatternError) -> PatternError:
     )
 
 
-# ---- character sets, as re matches them ------------------------------------
+# ---- the tree, with character sets as bits --------------------------------
 #
 # The tree is first rewritten with every character set replaced by ("SET",
-# bits), computed under the flags in force where it stands ((?-i:...) turns
-# folding off). ASCII bits are exact: re tries all 128 characters. Non-ASCII
-# characters can only be told apart from their class through case, so re also
-# tries every cased one (and their lower cases), found with the functions sre
-# folds by; the rest match as themselves and get the coarse class bits below.
+# bits) (`postgate.rules.charsets`), computed under the flags in force where
+# it stands ((?-i:...) turns folding off).
 
 Node = tuple[str, Any]
 _REPEATS: Final = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
-_SET_FLAGS: Final = re.IGNORECASE | re.ASCII | re.DOTALL
-_CATEGORY: Final = {
-    f"CATEGORY_{neg}{name}": "\\" + (code.upper() if neg else code)
-    for name, code in (("DIGIT", "d"), ("SPACE", "s"), ("WORD", "w"))
-    for neg in ("", "NOT_")
-}
-# One uncased character per non-ASCII class: \d, \s and \w answer alike for a whole class.
-_SAMPLES: Final = "\u0663\u4e00\u2003\u20ac"
 
 
 def _walk(tree: Any) -> None:
@@ -177,9 +158,8 @@ def _normal(items: list[tuple[Any, Any]], flags: int) -> list[Node]:
 
 
 def _normal_item(name: str, av: Any, flags: int) -> Node:
-    if name in {"LITERAL", "NOT_LITERAL", "ANY", "IN"}:
-        source, bits = _render(name, av)
-        return ("SET", bits if source is None else bits | _probe(source, flags & _SET_FLAGS))
+    if name in SET_OPS:
+        return ("SET", set_bits(name, av, flags))
     if name == "SUBPATTERN":
         return (name, _normal(list(av[3]), (flags | av[1]) & ~av[2]))
     if name == "ATOMIC_GROUP":
@@ -192,71 +172,6 @@ def _normal_item(name: str, av: Any, flags: int) -> Node:
     if name in _REPEATS:
         return (name, (av[0], av[1], _normal(list(av[2]), flags)))
     return (name, av)
-
-
-def _render(name: str, av: Any) -> tuple[str | None, int]:
-    """The set as a one-character pattern for re to try, and the classes of the
-    uncased non-ASCII characters it matches as themselves (a superset)."""
-    if name in {"LITERAL", "NOT_LITERAL"}:
-        negate = "^" if name == "NOT_LITERAL" else ""
-        return f"[{negate}{_code(av)}]", UNICODE if negate else _bit(av) & UNICODE
-    items: list[tuple[str, Any]] = [("ANY", 0)]
-    if name == "IN":
-        items = [(str(op), item) for op, item in av]
-    parts, bits = [], 0
-    for kind, item in items:
-        if kind == "LITERAL":
-            parts.append(_code(item))
-            bits |= _bit(item) & UNICODE
-        elif kind == "RANGE":
-            parts.append(f"{_code(item[0])}-{_code(item[1])}")
-            bits |= UNICODE if item[1] >= 128 else 0
-        elif kind in {"NEGATE", "ANY"}:
-            parts.append("^" if kind == "NEGATE" else ".")
-            bits |= UNICODE
-        elif str(item) in _CATEGORY:
-            parts.append(_CATEGORY[str(item)])
-        else:
-            return None, ALL
-    return "".join(parts) if name == "ANY" else f"[{''.join(parts)}]", bits
-
-
-def _code(code: int) -> str:
-    return f"\\U{code:08x}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _probe(source: str, flags: int) -> int:
-    text, bits = probe_text()
-    found = 0
-    for match in re.compile(source, flags).finditer(text):
-        found |= bits[match.start()]
-    return found
-
-
-@functools.cache
-def probe_text() -> tuple[str, tuple[int, ...]]:
-    """ASCII, the class samples, and every character whose matching case can change.
-
-    sre compares a character's simple lower case with the set's (plus a few
-    extra equivalences, all between cased characters), so a character that is
-    not cased and no cased one's lower case matches only as itself.
-    """
-    cased = [c for c in range(128, sys.maxunicode + 1) if _sre.unicode_iscased(c)]
-    codes = {*range(128), *cased, *map(_sre.unicode_tolower, cased), *map(ord, _SAMPLES)}
-    ordered = sorted(codes)
-    return "".join(map(chr, ordered)), tuple(_bit(c) for c in ordered)
-
-
-def _bit(code: int) -> int:
-    if code < 128:
-        return 1 << code
-    ch = chr(code)
-    if ch.isdecimal():
-        return U_DIGIT
-    if ch.isalnum() or ch == "_":
-        return U_ALPHA
-    return U_SPACE if ch.isspace() else U_OTHER
 
 
 # ---- first characters, emptiness, all characters --------------------------

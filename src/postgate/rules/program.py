@@ -2,8 +2,8 @@
 
 Walking rule objects and calling one closure per condition costs a Python
 call for every test of every rule tried; written out as straight-line ``if``
-statements over local variables, the same decision costs a fraction of that
-(issue 8). So a `Ruleset` is turned, once at load, into the source of one
+statements over local variables, the same decision costs a fraction of that.
+So a `Ruleset` is turned, once at load, into the source of one
 function ``decide(raw)`` and compiled, in the way the standard library builds
 dataclass and namedtuple methods.
 

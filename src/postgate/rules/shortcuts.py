@@ -1,9 +1,9 @@
-"""The three checks every admin writes, as one line each (issue 4 item 4).
+"""The three checks every admin writes, as one line each (docs/rules.md, Shortcuts).
 
 ``blocklist``, ``size_limit`` and ``relay_check`` expand at load into ordinary
 conditions, which `postgate show` prints like any other rule, with a default
 reply that an ``action`` or ``reply`` on the same rule overrides. Defaults
-are named replies of the catalogue (reply-codes.md §5); a HELO blocklist
+are named replies of the catalogue (docs/replies.md, Named replies); a HELO blocklist
 has no catalogue entry, so its default is spelled out.
 """
 

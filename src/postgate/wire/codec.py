@@ -2,11 +2,11 @@
 
 Owns framing, byte limits and the wire form of requests and replies; imports
 no Twisted and touches no socket or clock, so it is tested at byte level and
-fuzzed (policy-protocol.md §2-§3). The shape follows h11: bytes go in through
+fuzzed (docs/protocol.md, Requests and Replies). The shape follows h11: bytes go in through
 `Decoder.feed`, complete requests come out; anything the peer can do wrong
 surfaces as one `ProtocolError`, and our own misuse as `EncodeError`.
 
-Framing, as the decoder reads it (policy-protocol.md §2.1): lines end at LF,
+Framing, as the decoder reads it (docs/protocol.md, Framing): lines end at LF,
 and one CR right before the LF is dropped; an empty line ends a request; each
 other line splits at its first ``=`` into a non-empty name and a value. The
 decoder is chunking-invariant: any split of the same bytes into `feed` calls
@@ -37,7 +37,7 @@ class ProtocolError(Exception):
     """The peer sent something that is not a policy request.
 
     The connection's framing can no longer be trusted, so the only safe
-    reaction is to log and close without a reply (policy-protocol.md §1, §9).
+    reaction is to log and close without a reply (docs/protocol.md, Connections).
     """
 
 
@@ -76,7 +76,7 @@ class PolicyRequest:
 
     A plain slotted class rather than a dataclass because it is built once per
     request on the hot path. Absent attributes read as ``""``, which is also
-    how Postfix reports unavailable values (policy-protocol.md §2.1).
+    how Postfix reports unavailable values (docs/protocol.md, Framing).
     """
 
     __slots__ = ("raw", "wire")
@@ -239,7 +239,7 @@ class Decoder:
         lines = block.decode("utf-8", "surrogateescape").split("\n")
         if len(lines) > self.limits.max_attributes:
             raise ProtocolError(f"more than {self.limits.max_attributes} attributes")
-        # Split at the first "=", the last repeat wins (policy-protocol.md §2.1);
+        # Split at the first "=", the last repeat wins (docs/protocol.md, Framing);
         # a line without "=" splits into one part, which dict() refuses.
         try:
             attrs = dict(map(str.split, lines, _EQUALS, _ONCE))
@@ -261,8 +261,8 @@ class _Terminators:
 
     Each of the two needles is searched forward only, and a miss is final for
     the whole buffer, so one `feed` costs two linear scans however many
-    requests it holds (policy-protocol.md §2.1: a request ends at an empty
-    line; a stray CR before an LF is tolerated).
+    requests it holds (a request ends at an empty line; a stray CR before an
+    LF is tolerated).
     """
 
     __slots__ = ("_buf", "_cr_end", "_end")
@@ -270,7 +270,8 @@ class _Terminators:
     def __init__(self, buf: bytes | bytearray, resume: int) -> None:
         self._buf = buf
         self._end = buf.find(_END, resume)
-        # Postfix never sends CR (§2.1): one quick scan usually rules that form out.
+        # Postfix never sends CR (docs/protocol.md, Framing): one quick scan usually
+        # rules that form out.
         self._cr_end = buf.find(_CR_END, resume) if buf.find(b"\r", resume) >= 0 else -1
 
     def after(self, start: int) -> tuple[int, int] | None:
@@ -302,7 +303,7 @@ def _longest_line(lines: bytes) -> int:
 
 
 def _not_policy(kind: str | None) -> str:
-    # policy-protocol.md §2.3: `request` is always smtpd_access_policy.
+    # `request` is always smtpd_access_policy (docs/protocol.md, Attributes).
     if kind is None:
         return "no request attribute"
     return f"request attribute {kind[:40]!r} is not {REQUEST_NAME!r}"
@@ -320,7 +321,7 @@ def _bad_line(lines: list[str]) -> str:
 
 
 def encode(action: str) -> bytes:
-    """Frame one reply: exactly ``action=<text>\\n\\n`` (policy-protocol.md §3).
+    """Frame one reply: exactly ``action=<text>\\n\\n`` (docs/protocol.md, Format).
 
     Refuses text that Postfix would misparse: an empty action is taken as OK,
     CR/LF break the framing, NUL truncates, and invalid UTF-8 makes Postfix
@@ -343,7 +344,7 @@ def encode_request(attrs: Mapping[str, str]) -> bytes:
     Every mapping it accepts reads back unchanged through `Decoder` (given
     ``request=smtpd_access_policy`` and room within the `Limits`). It
     refuses what Postfix never sends: a name that is empty or holds ``=``,
-    LF or NUL anywhere (policy-protocol.md §2.1). Text decoded with
+    LF or NUL anywhere (docs/protocol.md, Framing). Text decoded with
     surrogateescape encodes back to its original bytes; escapes that spell
     valid UTF-8 are refused, since they would read back as other text.
     """

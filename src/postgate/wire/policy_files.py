@@ -1,9 +1,9 @@
 """Request files ("policy files"): Postfix's own wire format plus expectations.
 
 A file is blocks of ``name=value`` lines separated by an empty line, exactly
-what Postfix sends (policy-protocol.md §2.1), so a request copied from a
+what Postfix sends (docs/protocol.md, Framing), so a request copied from a
 capture pastes in as is. ``#`` lines are comments; inside a block a few of
-them carry meaning (issue 5 item 1)::
+them carry meaning (docs/testing.md, The request file format)::
 
     # name: bounce to a local user
     # expect: DUNNO

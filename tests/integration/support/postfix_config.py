@@ -7,7 +7,7 @@ follow docs/postfix.md, with test-only changes marked: no DNS, delivery into
 maildirs under the root, no outbound mail, XCLIENT from 127.0.0.1.
 
 smtpd runs unchrooted, so the UNIX slot is an absolute path
-(policy-protocol.md §1); docs/postfix.md shows the chrooted ``private/`` form.
+(docs/protocol.md, Connections); docs/postfix.md shows the chrooted ``private/`` form.
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def _delivery(layout: Layout, local_domains: Sequence[str]) -> dict[str, object]
         "virtual_gid_maps": f"static:{nobody.pw_gid}",
         "virtual_mailbox_limit": "0",
         # Above the reference ruleset's 10485760, so postgate's size rule is
-        # reachable at END-OF-MESSAGE (policy-protocol.md §2.4, §8).
+        # reachable at END-OF-MESSAGE (docs/protocol.md, When Postfix asks; Postfix's
+        # own limits, and one bug).
         "message_size_limit": "52428800",
     }
 
@@ -176,7 +177,7 @@ def _smtpd(layout: Layout) -> dict[str, object]:
 
 
 def _policy(layout: Layout, policy_port: int, local_domains: Sequence[str]) -> dict[str, object]:
-    """docs/postfix.md §4 settings, and the endpoints the listeners refer to."""
+    """docs/postfix.md, section 4 settings, and the endpoints the listeners refer to."""
     later = ", ".join(
         f"{{ {LATER_REJECT_LOCALPART}@{d} = REJECT rejected by a later Postfix restriction }}"
         for d in local_domains
@@ -253,7 +254,7 @@ def make_certificates(directory: Path) -> str:
     """Write a server and a client certificate; return the client's SHA-256 fingerprint.
 
     Postfix sends ``ccert_fingerprint`` even for an untrusted client
-    certificate (policy-protocol.md §2.3), as colon-separated upper-case hex.
+    certificate (docs/protocol.md, Attributes), as colon-separated upper-case hex.
     """
     directory.mkdir(parents=True, exist_ok=True)
     for who in ("server", "client"):

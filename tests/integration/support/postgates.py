@@ -52,7 +52,7 @@ class Listener:
 
     @classmethod
     def unix(cls, path: Path, mode: str = "666") -> Listener:
-        """Mode 666 by default: smtpd connects as the postfix user (policy-protocol.md §1)."""
+        """Mode 666 by default: smtpd connects as user postfix (docs/protocol.md, Connections)."""
         return cls(f"unix:{path}:mode={mode}", str(path), socket.AF_UNIX)
 
 

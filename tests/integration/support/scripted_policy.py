@@ -2,8 +2,8 @@
 
 It checks the Postfix harness on its own (what Postfix sends, over which
 transport, at which stage) and plays misbehaving servers postgate must never
-imitate. It speaks the wire format of policy-protocol.md §2-§3 by itself, so a
-codec bug cannot hide a harness bug.
+imitate. It speaks the wire format (docs/protocol.md, Requests and Replies) by
+itself, so a codec bug cannot hide a harness bug.
 """
 
 from __future__ import annotations
