@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from postgate.rules.model import Effect
     from postgate.wire.codec import PolicyRequest
 
+_new: Final = tuple.__new__
+
 # A ruleset asks for facts at most once per rule that reads them; more rounds
 # than this means a rule keeps asking for facts it was given.
 MAX_ROUNDS: Final = 8
@@ -101,17 +103,15 @@ def decide(
         wire = action.wire or encode(text)
     except Exception as exc:  # noqa: BLE001 - a rule bug must still get an answer
         return failed(config, request, now, exc)
-    dry_run = config.daemon.dry_run
-    sent = DUNNO.wire if dry_run else wire
-    return Answer(
-        rule,
-        action,
-        text,
-        sent,
-        now,
-        dry_run=dry_run,
-        trace=decision.trace,
-        effects=decision.effects,
+    # tuple.__new__ directly: NamedTuple's own constructor is a Python call,
+    # and this runs once per request.
+    if config.daemon.dry_run:
+        return _new(
+            Answer,
+            (rule, action, text, DUNNO.wire, now, True, decision.trace, None, decision.effects),
+        )
+    return _new(
+        Answer, (rule, action, text, wire, now, False, decision.trace, None, decision.effects)
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import threading
+import os
 import time
 from typing import Any
 
@@ -135,29 +135,23 @@ class TestThrottle:
         assert 3 == len(events)
 
 
-class StalledStream(io.BytesIO):
-    """A log consumer that takes nothing until it is let go."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.go = threading.Event()
-
-    def write(self, data: Any) -> int:
-        self.go.wait(10.0)
-        return super().write(data)
-
-
 class TestSink:
-    def test_a_stalled_consumer_costs_dropped_lines_not_a_blocked_writer(self) -> None:
-        stream = StalledStream()
-        sink = Sink(stream, limit=1000)
-        started = time.monotonic()
-        accepted = sum(bool(sink.write(b"x" * 99 + b"\n")) for _ in range(100))
-        took = time.monotonic() - started
-        stream.go.set()
-        sink.close()
-        written = stream.getvalue().splitlines()
-        notice = orjson.loads(next(line for line in written if line.startswith(b"{")))
-        assert (True, True) == (took < 0.5, accepted < 100)
-        assert ("log_lines_dropped", 100 - accepted) == (notice["event"], notice["lines"])
-        assert accepted == sum(line == b"x" * 99 for line in written)
+    def test_a_full_pipe_costs_dropped_lines_not_a_blocked_writer(self) -> None:
+        read_end, write_end = os.pipe()
+        scheduled: list[Any] = []
+        with os.fdopen(write_end, "wb") as out, os.fdopen(read_end, "rb") as back:
+            sink = Sink(out, lambda _delay, call: scheduled.append(call), limit=1 << 16)
+            started = time.monotonic()
+            for _ in range(4000):  # 400 KB: the pipe takes 64 KiB, the sink 64 KiB more
+                sink.write(b"x" * 99 + b"\n")
+            took = time.monotonic() - started
+            got = bytearray()
+            while scheduled:
+                got += os.read(back.fileno(), 1 << 20)
+                scheduled.pop(0)()
+            got += os.read(back.fileno(), 1 << 20)
+        lines = bytes(got).splitlines()
+        notice = orjson.loads(lines[-1])
+        kept = sum(line == b"x" * 99 for line in lines)
+        assert (True, "log_lines_dropped") == (took < 0.5, notice["event"])
+        assert (4000, True) == (kept + notice["lines"], kept < 4000)

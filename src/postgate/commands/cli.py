@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from postgate.daemon import logs
 
-    logs.configure(config.daemon.log_level, config.daemon.log_format, background=True)
+    logs.configure(config.daemon.log_level, config.daemon.log_format, schedule=reactor.callLater)
     logs.bridge_twisted(config.daemon.log_level)
     daemon = _start(config, listen, reactor)
     if daemon is None:

@@ -153,21 +153,22 @@ def configure(
     stream: BinaryIO | None = None,
     environ: Mapping[str, str] | None = None,
     cache: bool = True,
-    background: bool = False,
+    schedule: Callable[[float, Callable[[], None]], object] | None = None,
 ) -> None:
     """Configure structlog once, for the daemon or a command-line tool.
 
     ``fmt`` is ``json``, ``console`` or ``auto`` (console on a terminal,
     JSON lines otherwise, which is what journald and log shippers want).
-    ``background`` (the daemon) writes through a `log_output.Sink`, so a
-    stalled log consumer never stalls an answer.
+    With ``schedule`` (the daemon's ``reactor.callLater``) output goes
+    through a `log_output.Sink`, so a stalled log consumer never stalls an
+    answer.
     """
     out = stream if stream is not None else sys.stdout.buffer
     env = os.environ if environ is None else environ
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     journal = journal_wanted(env, out)
-    if background:
-        out = cast("BinaryIO", Sink(out, _SD_PREFIX["warning"] if journal else b""))
+    if schedule is not None:
+        out = cast("BinaryIO", Sink(out, schedule, _SD_PREFIX["warning"] if journal else b""))
     timestamp = _Timestamp()
     _ACTIVE.clear()
     if not console and logging.getLevelNamesMapping()[level.upper()] <= logging.INFO:
@@ -243,7 +244,7 @@ class DecisionLog:
             "timestamp": self._stamp.text(),
         }
         try:
-            line = self._prefix + line_safe(orjson.dumps(fields)) + b"\n"
+            line = self._prefix + orjson.dumps(fields) + b"\n"
         except TypeError:  # surrogate-escaped bytes: `_render_json` shows them
             line = self._prefix + _render_json(None, "info", fields) + b"\n"
         pending = self._pending
@@ -253,7 +254,7 @@ class DecisionLog:
 
     def flush(self) -> None:
         if self._pending:
-            data = b"".join(self._pending)
+            data = line_safe(b"".join(self._pending))  # one scan for the whole batch
             self._pending.clear()
             self._target.stream.write(data)
             self._target.stream.flush()

@@ -169,7 +169,13 @@ class PolicyProtocol(Protocol):
             self._cancel_timer()
             self._close()
             return
-        if requests:
+        if len(requests) == 1 and not self._waiting:  # lock-step: Postfix's only way
+            reply = self._factory.answerer.answer(requests[0])
+            if isinstance(reply, bytes):
+                self._reply(reply)
+            else:
+                self._hold([reply])
+        elif requests:
             answer = self._factory.answerer.answer
             replies = [answer(request) for request in requests]
             if not self._waiting and all(reply.__class__ is bytes for reply in replies):
