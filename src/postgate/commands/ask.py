@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import socket
 import tomllib
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from postgate.config.load import DEFAULT_LISTEN, DEFAULT_PATH
+from postgate.commands.rule_tests import config_option
+from postgate.config.load import DEFAULT_LISTEN
 from postgate.wire.codec import EncodeError, encode_request
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
     from typing import TextIO
 
 TIMEOUT: Final = 10.0
@@ -37,14 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Without ATTRIBUTE arguments, name=value lines are read from standard "
         "input (Postfix's own format). request=smtpd_access_policy is added when missing.",
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=DEFAULT_PATH,
-        metavar="CONFIG",
-        help=f"find the daemon from this config's listen (default: {DEFAULT_PATH})",
-    )
+    config_option(parser, "find the daemon from this config's listen")
     parser.add_argument(
         "--server",
         metavar="ADDRESS",

@@ -71,14 +71,14 @@ def _parse(
             raise _UsageError(exc.code if isinstance(exc.code, int) else EX_USAGE) from None
 
 
-def config_option(parser: argparse.ArgumentParser) -> None:
+def config_option(parser: argparse.ArgumentParser, what: str = "configuration file") -> None:
     parser.add_argument(
         "-c",
         "--config",
         type=Path,
         default=DEFAULT_PATH,
         metavar="CONFIG",
-        help=f"configuration file (default: {DEFAULT_PATH})",
+        help=f"{what} (default: {DEFAULT_PATH})",
     )
 
 
