@@ -163,7 +163,10 @@ class AnswerStep:
             answer = decide(config, request, now, facts)
             if isinstance(answer, Answer):
                 if answer.effects:
-                    self.facts.apply(answer.effects, request, now)
+                    try:
+                        self.facts.apply(answer.effects, request, now)
+                    except Exception as exc:  # noqa: BLE001 - the decision stands; the log says
+                        return answer._replace(error=exc)
                 return answer
             needs = answer
         return failed(config, request, now, LookupError("facts never settled"))

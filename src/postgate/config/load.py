@@ -50,8 +50,8 @@ class DaemonConfig:
     allow: NetworkSet = field(default_factory=lambda: _network_set(LOOPBACK))
     limits: Limits = Limits()  # noqa: RUF009 - frozen, so one shared default is safe
     # Seconds a started request may stay incomplete before the peer is cut
-    # off; idle connections (no partial request) are never closed
-    # (docs/protocol.md, Connections).
+    # off; a connection idle after a request is never closed (docs/protocol.md,
+    # Connections), one that never asked is (first_request_timeout).
     request_timeout: float = 30.0
     # Seconds an answer may wait for facts that need I/O (state, DNS) before
     # each missing one takes its configured outcome; far below Postfix's
@@ -198,11 +198,14 @@ def _network_set(items: tuple[str, ...]) -> NetworkSet:
 
 def _allow(items: tuple[str, ...], p: Problems) -> NetworkSet:
     """The allow list, warning as a list entry does when an entry's host bits widen it."""
+    networks = []
     for index, item in enumerate(items):
         network, problem = parse_network(item)
-        if network is not None and problem:
-            p.warn(f"daemon.allow[{index}]", problem)
-    return _network_set(items)
+        if network is not None:
+            networks.append(network)
+            if problem:
+                p.warn(f"daemon.allow[{index}]", problem)
+    return NetworkSet.build(networks)
 
 
 def _network_problem(item: str) -> str | None:

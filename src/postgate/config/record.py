@@ -1,7 +1,8 @@
 """The ``[record]`` table: where the recorder writes, whether, how big, how private.
 
-Validated here, used by `postgate.record.recorder`; config.py imports this module, so
-it imports nothing from the config loader or the rule engine.
+Validated here, used by `postgate.record.recorder`; `config.load` imports this
+module, so it imports nothing from the config loader, the rule engine or the
+recorder (which would start nothing, but is Twisted and process code).
 """
 
 from __future__ import annotations

@@ -10,8 +10,6 @@ so a local user who can reach the socket still cannot hold its slots.
 
 from __future__ import annotations
 
-import grp
-import pwd
 import socket
 import struct
 from typing import TYPE_CHECKING, Any, Final
@@ -61,19 +59,14 @@ def credentials_refused(transport: object, daemon: DaemonConfig) -> dict[str, ob
         return {"reason": f"peer credentials unreadable: {exc.strerror or exc}"}
     if uid in daemon.allow_uids or gid in daemon.allow_gids:
         return None
+    # Numbers, not names: a name lookup may ask LDAP, and this runs on the
+    # reactor thread for every refused connection.
     return {
         "reason": "peer not in daemon.allow_users or daemon.allow_groups",
         "pid": pid,
-        "user": _name(pwd.getpwuid, uid),
-        "group": _name(grp.getgrgid, gid),
+        "uid": uid,
+        "gid": gid,
     }
-
-
-def _name(lookup: Any, number: int) -> str:
-    try:
-        return str(lookup(number)[0])
-    except KeyError:
-        return str(number)
 
 
 __all__ = ["credentials_refused", "describe", "network_allowed"]

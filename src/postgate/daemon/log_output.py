@@ -10,8 +10,9 @@ the answer path about 10 % (docs/performance.md).
 
 `Throttle` keeps one client from flooding the log with the same event
 (``connection_refused`` thousands of times a second): the first of each
-(event, reason) in an interval is logged, the rest are counted and reported
-once, as ``log_suppressed``, when the interval is over.
+event in an interval is logged, the rest are counted and reported once, as
+``log_suppressed``, when the interval is over. Keys are event names only: a
+reason can quote what a peer sent, and must not make a new key.
 
 `line_safe` escapes the three characters that JSON allows raw but that
 Unicode-aware line splitters treat as line ends (U+0085, U+2028, U+2029).
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import os
+import socket
+import stat
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -35,7 +38,6 @@ if TYPE_CHECKING:
 
 LIMIT: Final = 8 << 20
 RETRY: Final = 0.05  # seconds between tries while the consumer takes nothing
-MAX_KEYS: Final = 1000
 _BREAKS: Final = (
     (b"\xc2\x85", b"\\u0085"),
     (b"\xe2\x80\xa8", b"\\u2028"),
@@ -52,13 +54,16 @@ def line_safe(line: bytes) -> bytes:
 
 
 class Sink:
-    """A file-like writer whose ``write`` never blocks: what the descriptor refuses waits here.
+    """A file-like writer whose ``write`` never blocks: what the consumer refuses waits here.
 
-    The descriptor is made non-blocking, so a write takes what the consumer
-    has room for and returns; the rest waits, in order, up to ``limit`` bytes,
-    and ``schedule`` brings a retry. Past the limit lines are dropped and
-    counted. A terminal is left as it is (the shell shares it): the daemon
-    logs to one only in the foreground, where a person is watching.
+    Non-blocking without touching the descriptor's flags, which its file
+    description shares with stderr and with whoever started us: a socket
+    (journald) is sent to with ``MSG_DONTWAIT``; a pipe is reopened through
+    /proc as a private non-blocking description. A write takes what the
+    consumer has room for; the rest waits, in order, up to ``limit`` bytes,
+    and ``schedule`` brings a retry. Past the limit whole lines are dropped
+    and counted. Files and terminals are written as they are: a disk that
+    stalls is not a consumer's choice, and a terminal has a person watching.
     """
 
     def __init__(
@@ -69,57 +74,50 @@ class Sink:
         limit: int = LIMIT,
     ) -> None:
         self._stream = stream
-        self._fd = stream.fileno()
         self._schedule = schedule
         self._prefix = prefix  # the journal's priority prefix for the notice
         self._limit = limit
-        self._backlog: list[bytes] = []
+        self._backlog: deque[memoryview] = deque()
         self._waiting = 0  # bytes in the backlog
         self._dropped = 0
         self._retrying = False
-        if not stream.isatty():
-            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-            atexit.register(_restore, self._fd, flags)
-        atexit.register(self.close)  # runs first: atexit calls in reverse
+        self._send = _sender(stream.fileno())
+        atexit.register(self.close)
 
     def write(self, data: bytes) -> int:
         if self._backlog:
-            self._hold(data)
+            self._hold(memoryview(data), whole=True)
             return len(data)
         written = self._send(data)
-        if written < len(data):
-            self._hold(data[written:])
+        if written < len(data):  # the rest of a line already begun is never dropped
+            self._hold(memoryview(data)[written:], whole=False)
         return len(data)
 
     def flush(self) -> None:
-        """Each write goes straight to the descriptor; nothing is buffered above it."""
+        """Each write goes straight to the consumer; nothing is buffered above it."""
 
     def isatty(self) -> bool:
         return self._stream.isatty()
 
     def fileno(self) -> int:
-        return self._fd
+        return self._stream.fileno()
 
     def close(self, timeout: float = 2.0) -> None:
         """At exit: write what waits, and the count of what was dropped, for up to ``timeout`` s."""
+        if self._dropped:  # first, behind the line begun: the drain may not finish
+            notice = memoryview(self._notice(self._dropped))
+            self._backlog.insert(min(1, len(self._backlog)), notice)
+            self._waiting += len(notice)
+            self._dropped = 0
         deadline = time.monotonic() + timeout
         while (self._backlog or self._dropped) and time.monotonic() < deadline:
             self._retry()
             if self._backlog:
                 time.sleep(RETRY / 5)
 
-    def _send(self, data: bytes) -> int:
-        try:
-            return os.write(self._fd, data)
-        except BlockingIOError:
-            return 0
-        except OSError:  # a closed or broken output: nobody to tell
-            return len(data)
-
-    def _hold(self, data: bytes) -> None:
-        if self._waiting + len(data) > self._limit:
-            self._dropped += data.count(b"\n")
+    def _hold(self, data: memoryview, *, whole: bool) -> None:
+        if whole and self._waiting + len(data) > self._limit:
+            self._dropped += data.tobytes().count(b"\n")
         else:
             self._backlog.append(data)
             self._waiting += len(data)
@@ -128,20 +126,25 @@ class Sink:
             self._schedule(RETRY, self._retry)
 
     def _retry(self) -> None:
+        """Write from the front of the backlog until the consumer refuses (no copying)."""
         self._retrying = False
-        data = b"".join(self._backlog)
-        self._backlog, self._waiting = [], 0
-        written = self._send(data)
-        rest = data[written:]
-        if rest:
-            self._backlog, self._waiting = [rest], len(rest)
-        elif self._dropped:  # the consumer is back: say what it missed
-            self._backlog = [self._notice(self._dropped)]
-            self._waiting = len(self._backlog[0])
+        backlog = self._backlog
+        while backlog:
+            piece = backlog[0]
+            written = self._send(piece)
+            self._waiting -= written
+            if written < len(piece):
+                backlog[0] = piece[written:]
+                break
+            backlog.popleft()
+        if not backlog and self._dropped:  # the consumer is back: say what it missed
+            notice = self._notice(self._dropped)
             self._dropped = 0
-        if self._backlog:
+            backlog.append(memoryview(notice))
+            self._waiting += len(notice)
+        if backlog:
             self._retrying = True
-            self._schedule(RETRY if rest else 0.0, self._retry)
+            self._schedule(RETRY, self._retry)
 
     def _notice(self, dropped: int) -> bytes:
         event = {
@@ -154,10 +157,34 @@ class Sink:
         return self._prefix + orjson.dumps(event) + b"\n"
 
 
-def _restore(fd: int, flags: int) -> None:
-    """Leave the descriptor blocking again for whoever shares it after us."""
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+def _sender(fd: int) -> Callable[[bytes | memoryview], int]:
+    """How to write to ``fd`` without waiting, and without changing its flags."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(fileno=os.dup(fd))
+
+        def send(data: bytes | memoryview) -> int:
+            try:
+                return sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return 0
+            except OSError:  # a closed consumer: nobody left to tell
+                return len(data)
+
+        return send
+    if stat.S_ISFIFO(mode):
+        with contextlib.suppress(OSError):
+            fd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def write(data: bytes | memoryview) -> int:
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return len(data)
+
+    return write
 
 
 class Throttle:
@@ -179,14 +206,12 @@ class Throttle:
         name = event.get("event", "")
         if name not in self._events:
             return event
-        key = (name, str(event.get("reason", "")))
+        key = (name, "")  # the reason may carry peer text: it must not make new keys
         now = self._clock()
         since = self._since.get(key)
         if since is not None and now - since < self._interval:
             self._counts[key] = self._counts.get(key, 0) + 1
             raise structlog.DropEvent
-        if len(self._since) > MAX_KEYS:  # reasons are fixed words; this only guards
-            self._since.clear()
         self._since[key] = now
         return event
 
@@ -194,8 +219,8 @@ class Throttle:
         """Log what was suppressed since the last report (the daemon calls this on a timer)."""
         counts, self._counts = self._counts, {}
         log = structlog.get_logger("postgate")
-        for (name, reason), count in sorted(counts.items()):
-            log.warning("log_suppressed", suppressed_event=name, reason=reason, count=count)
+        for (name, _), count in sorted(counts.items()):
+            log.warning("log_suppressed", suppressed_event=name, count=count)
 
 
 __all__ = ["LIMIT", "Sink", "Throttle", "line_safe"]

@@ -4,8 +4,10 @@
 the answer step (`postgate.answer`, through `Answerer`). A reply that is
 decided at once is written at once; one whose facts are still being gathered
 holds the replies behind it back, so replies always leave in request order.
-It never closes an idle connection: Postfix pays a one second retry for every
-connection it finds closed (docs/protocol.md). Nothing here knows a rule.
+It never closes an idle connection once it has asked (Postfix pays a one
+second retry for every connection it finds closed, docs/protocol.md); one
+that has sent nothing for ``first_request_timeout`` is not Postfix and is
+closed. Nothing here knows a rule.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ import structlog
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from postgate.answer import Answer, AnswerStep, failed
 from postgate.daemon.access import credentials_refused, describe, network_allowed
 from postgate.daemon.logs import DECISION_FIELDS
+from postgate.replies.model import DUNNO
 from postgate.wire.codec import Decoder, ProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-    from twisted.python.failure import Failure
 
     from postgate.answer import FactSource
     from postgate.config.load import Config
@@ -79,7 +82,10 @@ class Answerer:
         start = time.perf_counter_ns()
         answer = self.step.respond(request, time.time())
         if isinstance(answer, Answer):
-            return self._done(answer, request, start)
+            try:
+                return self._done(answer, request, start)
+            except Exception:  # noqa: BLE001 - the log or the recorder broke: still reply
+                return self._not_done(Failure(), request)  # type: ignore[no-untyped-call]
         gathering: Deferred[Answer] = Deferred.fromCoroutine(answer)
         return gathering.addCallback(self._done, request, start).addErrback(self._not_done, request)
 
@@ -96,8 +102,8 @@ class Answerer:
         return answer.wire
 
     def _not_done(self, failure: Failure, request: PolicyRequest) -> bytes:
-        # Only a bug after the decision (log, recorder) lands here; the
-        # connection must still get its reply, or it would wait forever.
+        # A bug after the decision (log, recorder) or in gathering facts lands
+        # here; the connection must still get its reply, or it would wait.
         self.errors += 1
         self._log.error("answer_failed", exc_info=failure.value, **_fields(request.raw))
         return failed(self.config, request, time.time(), cast("BaseException", failure.value)).wire
@@ -192,12 +198,17 @@ class PolicyProtocol(Protocol):
             else:
                 slot: list[bytes] = []
                 self._waiting.append(slot)
-                reply.addCallback(self._filled, slot)
+                reply.addCallbacks(self._filled, self._unfilled, (slot,), errbackArgs=(slot,))
         self._flush()
 
     def _filled(self, data: bytes, slot: list[bytes]) -> None:
         slot.append(data)
         self._flush()
+
+    def _unfilled(self, failure: Failure, slot: list[bytes]) -> None:
+        # Only if the answer's own fallback broke: say the safe thing, in order.
+        log.error("answer_failed", peer=self._peer, error=repr(failure.value))
+        self._filled(self._factory.answerer.config.daemon.on_error.wire or DUNNO.wire, slot)
 
     def _flush(self) -> None:
         ready = []
@@ -276,8 +287,17 @@ class PolicyProtocol(Protocol):
             self._timer = None
 
     def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport: Any = self.transport
+        if transport is None:
+            return
+        if self._paused:  # it reads nothing, so it would never let us finish writing
+            transport.abortConnection()
+            return
+        # While we are its producer, Twisted resumes us instead of closing.
+        unregister = getattr(transport, "unregisterProducer", None)
+        if unregister is not None:
+            unregister()
+        transport.loseConnection()
 
     def close_when_idle(self) -> None:
         """Close after the requests received, if any, have been answered."""

@@ -8,6 +8,7 @@ instead of logging it while the daemon runs deaf.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import time
@@ -26,6 +27,7 @@ from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import THROTTLE, decision_log
 from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.systemd import listen_service
+from postgate.record.blocks import KeyFileError, key_path, load_key
 from postgate.record.recorder import Recorder
 
 if TYPE_CHECKING:
@@ -81,7 +83,7 @@ def _settle_heap() -> None:
 
 def in_daemon_thread(
     reactor: IReactorFromThreads, work: Callable[[Path], Config], path: Path
-) -> Deferred[Config]:
+) -> tuple[Deferred[Config], threading.Thread]:
     """``work(path)`` in a thread of its own that never holds up the exit.
 
     A reload can hang in a read (a hung NFS mount); in the reactor's thread
@@ -104,8 +106,22 @@ def in_daemon_thread(
             outcome = Failure()  # type: ignore[no-untyped-call]
         reactor.callFromThread(settle, outcome)
 
-    threading.Thread(target=run, name="postgate-reload", daemon=True).start()
-    return done
+    thread = threading.Thread(target=run, name="postgate-reload", daemon=True)
+    thread.start()
+    return done, thread
+
+
+def load_for_reload(path: Path) -> Config:
+    """`load_config`, plus what a swap on the reactor must not do itself: create the key.
+
+    Redaction's key is created (written and fsynced) on first use; done here,
+    in the reload's thread, the swap only reads it.
+    """
+    config = load_config(path)
+    if config.record.path is not None and config.record.redact:
+        with contextlib.suppress(OSError, KeyFileError):  # reported when the swap loads it
+            load_key(key_path(config.record.path))
+    return config
 
 
 class Notify(Protocol):
@@ -158,6 +174,8 @@ class Daemon:
         # state always wins and loads never overlap.
         self._reload: Deferred[None] | None = None
         self._reload_again = False
+        self._loader: threading.Thread | None = None  # the last load's thread
+        self._stuck: threading.Thread | None = None  # a load that timed out, maybe still running
 
     def _add_timers(self) -> None:
         TimerService(STATUS_EVERY, self._report_status).setServiceParent(self.timers)
@@ -207,9 +225,12 @@ class Daemon:
             self._reload_again = True
             return
         path = self.answerer.config.path
+        if self._stuck is not None and self._stuck.is_alive():  # one stuck thread at most
+            log.error("config_reload_failed", config=str(path), error="an earlier load is stuck")
+            return
         self.notify.reloading()
         started = time.monotonic()
-        loading = in_daemon_thread(self.reactor, load_config, path)
+        loading, self._loader = in_daemon_thread(self.reactor, load_for_reload, path)
         loading.addTimeout(RELOAD_TIMEOUT, self.reactor)
         self._reload = loading.addCallbacks(self._swap, self._keep, callbackArgs=(started,))
         self._reload.addBoth(self._reloaded)
@@ -256,6 +277,7 @@ class Daemon:
                 kept_digest=self.answerer.config.ruleset.digest,
             )
         elif isinstance(value, defer.TimeoutError):
+            self._stuck = self._loader
             log.error(
                 "config_reload_failed",
                 config=str(self.answerer.config.path),
