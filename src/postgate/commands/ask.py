@@ -16,7 +16,7 @@ import tomllib
 from typing import TYPE_CHECKING, Final
 
 from postgate.commands.rule_tests import config_option
-from postgate.config.load import DEFAULT_LISTEN
+from postgate.config.load import DEFAULT_LISTEN, endpoint_values
 from postgate.wire.codec import EncodeError, encode_request
 
 if TYPE_CHECKING:
@@ -110,37 +110,19 @@ def _from_config(path: Path) -> Address:
 
 def _endpoint_address(endpoint: str) -> Address | None:
     kind, _, rest = endpoint.partition(":")
-    parts = [p.replace("\\:", ":") for p in _split(rest)]
-    named = dict(p.split("=", 1) for p in parts if "=" in p)
-    positional = [p for p in parts if "=" not in p]
+    values = endpoint_values(kind, rest)
     if kind == "unix":
-        path = named.get("address") or (positional[0] if positional else "")
+        path = values.get("address", "")
         return (socket.AF_UNIX, path) if path else None
     if kind in ("tcp", "tcp6"):
-        port = named.get("port") or (positional[0] if positional else "")
+        port = values.get("port", "")
         six = kind == "tcp6"
-        host = named.get("interface") or (positional[1] if len(positional) > 1 else "")
-        host = host or ("::1" if six else "127.0.0.1")
+        host = values.get("interface") or ("::1" if six else "127.0.0.1")
         if host in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard listener is reached on loopback
             host = "::1" if six else "127.0.0.1"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return (family, (host, int(port))) if port.isdigit() else None
     return None
-
-
-def _split(rest: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in rest:
-        if char == ":" and not escaped:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        escaped = char == "\\" and not escaped
-    parts.append("".join(current))
-    return parts
 
 
 def _exchange(address: Address, request: bytes) -> str:

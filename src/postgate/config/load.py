@@ -270,7 +270,7 @@ def endpoint_problem(item: str) -> str | None:
             )
     if len(positional) > len(_POSITIONAL[kind]):
         return f"{item!r}: too many ':'-separated parts; e.g. {_EXAMPLES[kind]}"
-    values = dict(zip(_POSITIONAL[kind], positional, strict=False)) | named
+    values = endpoint_values(kind, rest)
     for key, value in values.items():
         reason = spec[key](value)
         if reason:
@@ -287,6 +287,12 @@ def _endpoint_required(item: str, kind: str, values: dict[str, str]) -> str | No
     if required and required[0] not in values:
         return f"{item!r}: {kind} needs a {required[0]}, e.g. {_EXAMPLES[kind]}"
     return None
+
+
+def endpoint_values(kind: str, rest: str) -> dict[str, str]:
+    """An endpoint's arguments by name, positional ones named as Twisted names them."""
+    positional, named = _endpoint_args(rest)
+    return dict(zip(_POSITIONAL.get(kind, ()), positional, strict=False)) | named
 
 
 def _endpoint_args(rest: str) -> tuple[list[str], dict[str, str]]:
