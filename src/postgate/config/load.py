@@ -10,7 +10,6 @@ reference.
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import pwd
 import re
@@ -168,8 +167,8 @@ def _daemon(raw: Any, p: Problems) -> DaemonConfig:
         first_request_timeout=get.number(
             "first_request_timeout", base.first_request_timeout, 0.1, 3600
         ),
-        allow_uids=_ids(get.strings("allow_users", (), _user_problem), _uid),
-        allow_gids=_ids(get.strings("allow_groups", (), _group_problem), _gid),
+        allow_uids=_ids(get, "allow_users", _uid, "user"),
+        allow_gids=_ids(get, "allow_groups", _gid, "group"),
         max_connections=int(get.number("max_connections", base.max_connections, 1, 1_000_000)),
         on_error=get.action("on_error", base.on_error),
         dry_run=get.flag("dry_run", base.dry_run),
@@ -221,28 +220,17 @@ def _gid(name: str) -> int:
     return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
 
 
-def _ids(names: tuple[str, ...], lookup: Callable[[str], int]) -> frozenset[int]:
+def _ids(get: Values, key: str, lookup: Callable[[str], int], what: str) -> frozenset[int]:
+    """User or group names (or numbers) as ids, each looked up once; unknown ones refused."""
     found = set()
-    for name in names:
-        with contextlib.suppress(KeyError):  # reported by the problem check
+    for index, name in enumerate(get.strings(key, (), lambda _: None)):
+        try:
             found.add(lookup(name))
+        except KeyError:
+            get.problems.error(
+                f"{get.where(key)}[{index}]", f"{name!r}: no such {what} on this system"
+            )
     return frozenset(found)
-
-
-def _user_problem(name: str) -> str | None:
-    try:
-        _uid(name)
-    except KeyError:
-        return f"{name!r}: no such user on this system"
-    return None
-
-
-def _group_problem(name: str) -> str | None:
-    try:
-        _gid(name)
-    except KeyError:
-        return f"{name!r}: no such group on this system"
-    return None
 
 
 def endpoint_problem(item: str) -> str | None:
