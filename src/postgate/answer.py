@@ -21,9 +21,14 @@ Twisted and reads no clock of its own. The contract, which stateful rules
   before it.
 * A ruleset that needs no facts is decided in one synchronous call:
   `respond` returns the `Answer` itself, so the daemon's hot path costs what a
-  bare rules call costs. One that needs facts gets a coroutine, which the
-  daemon runs as a Deferred while it still sends replies in request order on
-  each connection (`postgate.daemon.server`).
+  bare rules call costs. So is one whose facts are all at hand without
+  waiting (the embedded state store, a DNS answer in the cache): each
+  `FactProvider` can ``peek``, and `settle` decides with what they hold. Only
+  when a fact needs I/O does `respond` return a coroutine, which the daemon
+  runs as a Deferred while it still sends replies in request order on each
+  connection (`postgate.daemon.server`).
+* ``replay``, ``diff`` and ``test`` use `settle` with `Local` providers on
+  the recording's virtual clock: the same decisions, no I/O.
 """
 
 from __future__ import annotations
@@ -64,12 +69,44 @@ class Answer(NamedTuple):
     effects: tuple[Effect, ...] = ()
 
 
+# What a provider's ``peek`` returns for a fact it cannot give without I/O.
+ABSENT: Final = object()
+
+
+class FactProvider(Protocol):
+    """One kind of fact: rate-limit state, greylist entries, a DNS list.
+
+    A fact's name is ``provider:detail`` (``limit:HOURLY:alice``); the part
+    before the colon picks the provider.
+    """
+
+    def peek(self, name: str, request: PolicyRequest, now: float) -> object:
+        """The fact if it is at hand (memory, a cache), else `ABSENT`; never blocks."""
+        ...
+
+    def fetch(self, name: str, request: PolicyRequest, now: float) -> Awaitable[object]:
+        """The fact through I/O (the daemon only)."""
+        ...
+
+    def unavailable(self, name: str) -> object:
+        """The configured outcome when ``name`` failed or came too late."""
+        ...
+
+    def apply(self, effect: Effect, request: PolicyRequest, now: float) -> None: ...
+
+
 class FactSource(Protocol):
-    """Where facts that need I/O come from, and where effects go.
+    """Where facts come from, and where effects go.
 
     The daemon's source (`postgate.daemon.facts`) asks providers in parallel
-    under a timer; replay's will answer from memory on a virtual clock.
+    under a timer; replay's (`Local`) answers from memory on a virtual clock.
     """
+
+    def ready(
+        self, names: frozenset[str], request: PolicyRequest, now: float
+    ) -> Mapping[str, object] | None:
+        """Every fact named if all are at hand, else None (then `gather`)."""
+        ...
 
     def gather(
         self, names: frozenset[str], request: PolicyRequest, now: float, budget: float
@@ -78,6 +115,46 @@ class FactSource(Protocol):
         ...
 
     def apply(self, effects: tuple[Effect, ...], request: PolicyRequest, now: float) -> None: ...
+
+
+class Local:
+    """Providers that answer at once: replay's source, and the daemon's peek.
+
+    Under ``strict``, a fact a provider cannot peek makes `ready` return None
+    (the daemon then gathers it); otherwise it takes the provider's
+    ``unavailable`` outcome, which is what a replay without I/O must do.
+    """
+
+    def __init__(self, providers: Mapping[str, FactProvider], *, strict: bool = False) -> None:
+        self.providers = providers
+        self.strict = strict
+
+    def ready(
+        self, names: frozenset[str], request: PolicyRequest, now: float
+    ) -> Mapping[str, object] | None:
+        found: dict[str, object] = {}
+        for name in names:
+            provider = self.providers[name.partition(":")[0]]  # an unowned name is a rule bug
+            value = provider.peek(name, request, now)
+            if value is ABSENT:
+                if self.strict:
+                    return None
+                value = provider.unavailable(name)
+            found[name] = value
+        return found
+
+    async def gather(
+        self,
+        names: frozenset[str],
+        request: PolicyRequest,
+        now: float,
+        budget: float,  # noqa: ARG002 - nothing here waits
+    ) -> Mapping[str, object]:
+        return Local(self.providers).ready(names, request, now) or {}
+
+    def apply(self, effects: tuple[Effect, ...], request: PolicyRequest, now: float) -> None:
+        for effect in effects:
+            self.providers[effect.fact.partition(":")[0]].apply(effect, request, now)
 
 
 def decide(
@@ -94,12 +171,12 @@ def decide(
         decision = (
             ruleset.program(request.raw)
             if facts is None and not trace and not ruleset.needs_facts
-            else ruleset.decide_with(request, facts, trace=trace)
+            else ruleset.decide_with(request, facts, now, trace=trace)
         )
         if isinstance(decision, Needs):
             return decision
         rule, action = decision.rule, decision.action
-        text = action.sent or action.render(request, rule)
+        text = action.sent or action.render(request, rule, decision.values)
         wire = action.wire or encode(text)
     except Exception as exc:  # noqa: BLE001 - a rule bug must still get an answer
         return failed(config, request, now, exc)
@@ -125,6 +202,44 @@ def failed(config: Config, request: PolicyRequest, now: float, error: BaseExcept
     return Answer(ON_ERROR_RULE, action, text, wire, now, dry_run, step, error)
 
 
+def settle(
+    config: Config,
+    request: PolicyRequest,
+    now: float,
+    source: FactSource,
+    *,
+    trace: bool = False,
+) -> Answer | Needs:
+    """Decide with facts the source has at hand, and apply the effects; no waiting.
+
+    Returns `Needs` when the source would have to wait (the daemon then
+    gathers); `replay` gives a source that never waits.
+    """
+    answer = decide(config, request, now, trace=trace)
+    facts: dict[str, object] = {}
+    for _ in range(MAX_ROUNDS):
+        if isinstance(answer, Answer):
+            return _applied(answer, source, request, now)
+        got = source.ready(answer.facts - facts.keys(), request, now)
+        if got is None:
+            return answer
+        if not got.keys() - facts.keys():
+            break  # a check keeps asking for facts it was given
+        facts.update(got)
+        answer = decide(config, request, now, facts, trace=trace)
+    return failed(config, request, now, LookupError("facts never settled"))
+
+
+def _applied(answer: Answer, source: FactSource, request: PolicyRequest, now: float) -> Answer:
+    if not answer.effects:
+        return answer
+    try:
+        source.apply(answer.effects, request, now)
+    except Exception as exc:  # noqa: BLE001 - the decision stands; the log says
+        return answer._replace(error=exc)
+    return answer
+
+
 class AnswerStep:
     """The configuration a reload swaps, and the source of the facts rules need.
 
@@ -141,7 +256,10 @@ class AnswerStep:
 
     def respond(self, request: PolicyRequest, now: float) -> Answer | Coroutine[Any, Any, Answer]:
         config = self.config
-        answer = decide(config, request, now)
+        if not config.ruleset.needs_facts or self.facts is None:
+            answer = decide(config, request, now)
+        else:
+            answer = settle(config, request, now, self.facts)
         if isinstance(answer, Answer):
             return answer
         return self._gathered(config, request, now, answer)
@@ -162,14 +280,19 @@ class AnswerStep:
                 return failed(config, request, now, exc)
             answer = decide(config, request, now, facts)
             if isinstance(answer, Answer):
-                if answer.effects:
-                    try:
-                        self.facts.apply(answer.effects, request, now)
-                    except Exception as exc:  # noqa: BLE001 - the decision stands; the log says
-                        return answer._replace(error=exc)
-                return answer
+                return _applied(answer, self.facts, request, now)
             needs = answer
         return failed(config, request, now, LookupError("facts never settled"))
 
 
-__all__ = ["Answer", "AnswerStep", "FactSource", "decide", "failed"]
+__all__ = [
+    "ABSENT",
+    "Answer",
+    "AnswerStep",
+    "FactProvider",
+    "FactSource",
+    "Local",
+    "decide",
+    "failed",
+    "settle",
+]

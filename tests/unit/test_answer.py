@@ -20,7 +20,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from postgate.answer import Answer, AnswerStep, decide
+from postgate.answer import ABSENT, Answer, AnswerStep, decide
 from postgate.config.load import Config, DaemonConfig
 from postgate.daemon.facts import Gatherer
 from postgate.daemon.server import Answerer, PolicyFactory
@@ -49,6 +49,7 @@ class ScoreRules(Ruleset):
         self,
         request: PolicyRequest,
         facts: Mapping[str, object] | None,
+        now: float,
         *,
         trace: bool = False,
     ) -> Decision | Needs:
@@ -67,6 +68,9 @@ class DelayedScores:
         self.reactor = reactor
         self.asked: list[str] = []
         self.applied: list[tuple[object, float]] = []
+
+    def peek(self, name: str, request: PolicyRequest, now: float) -> object:
+        return ABSENT  # always through I/O, so that the Deferred path is taken
 
     def fetch(self, name: str, request: PolicyRequest, now: float) -> Deferred[object]:
         self.asked.append(request.get("recipient"))

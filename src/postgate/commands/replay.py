@@ -6,7 +6,8 @@ the daemon's own answer step (`postgate.answer.decide`): the same rules, the
 same rendering, the same ``daemon.on_error`` fallback. It imports no Twisted,
 opens no socket and never reads the wall clock: a case's time comes from its
 ``# time:`` line, else from the caller (``--time``), else it is None, and
-the answer step is given 0 (no rule reads the time yet).
+the answer step is given 0. Stateful rules decide on that clock, with
+their state in memory for the run (`Engine.facts`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import collections
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from postgate.answer import decide, failed
+from postgate.answer import Local, failed, settle
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError, report_lines
 from postgate.record.blocks import format_time
 from postgate.rules import Needs
+from postgate.state import local_providers
 from postgate.wire.policy_files import CorpusError, parse_policy_text, read_policy_file
 
 if TYPE_CHECKING:
@@ -53,6 +55,9 @@ class Engine:
     config: Config
     source: str = ""
     warnings: tuple[str, ...] = ()
+    # Stateful rules keep their state here from one case to the next, on the
+    # cases' own clock: the 101st message of the hour is deferred in replay too.
+    facts: Local = field(default_factory=lambda: Local({}))
 
 
 def load_engine(path: Path) -> Engine:
@@ -63,7 +68,7 @@ def load_engine(path: Path) -> Engine:
         lines = report_lines(path, exc.errors, exc.warnings)
         raise LoadError("\n".join(lines), EX_CONFIG) from None
     warnings = tuple(report_lines(path, (), config.warnings))
-    return Engine(config, str(path), warnings)
+    return Engine(config, str(path), warnings, Local(local_providers(config)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +89,10 @@ def evaluate(
 ) -> Outcome:
     """Answer one case through the daemon's answer step; its ``# time:`` wins over ``now``."""
     when = case.time if case.time is not None else now
-    answer = decide(engine.config, case.request, 0.0 if when is None else when, trace=trace)
-    if isinstance(answer, Needs):  # no fact source here yet: as the daemon without one
-        answer = failed(engine.config, case.request, 0.0, LookupError(sorted(answer.facts)))
+    at = 0.0 if when is None else when
+    answer = settle(engine.config, case.request, at, engine.facts, trace=trace)
+    if isinstance(answer, Needs):  # a provider that cannot answer without I/O: a bug
+        answer = failed(engine.config, case.request, at, LookupError(sorted(answer.facts)))
     return Outcome(
         case, answer.text, answer.action.line, answer.rule, when, answer.trace, answer.wire
     )

@@ -12,45 +12,43 @@ provider that named them, after the decision.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+
+from postgate.answer import ABSENT, Local
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Mapping
-    from typing import Any
+    from collections.abc import Mapping
 
     from twisted.internet.interfaces import IReactorTime
     from twisted.python.failure import Failure
 
+    from postgate.answer import FactProvider
     from postgate.rules.model import Effect
     from postgate.wire.codec import PolicyRequest
 
 log = structlog.get_logger("postgate")
 
 
-class FactProvider(Protocol):
-    """One kind of fact: rate-limit state, greylist entries, a DNS list."""
-
-    def fetch(
-        self, name: str, request: PolicyRequest, now: float
-    ) -> Deferred[object] | Coroutine[Any, Any, object]: ...
-
-    def unavailable(self, name: str) -> object:
-        """The configured outcome when ``name`` failed or came too late."""
-        ...
-
-    def apply(self, effect: Effect, request: PolicyRequest, now: float) -> None: ...
-
-
 class Gatherer:
-    """Asks providers for facts, each under the same timer, and routes effects."""
+    """Asks providers for facts, each under the same timer, and routes effects.
+
+    What a provider holds in memory (`FactProvider.peek`) is taken at once;
+    `ready` lets the answer step decide without a Deferred when all is at hand.
+    """
 
     def __init__(self, providers: Mapping[str, FactProvider], reactor: IReactorTime) -> None:
         self._providers = providers
         self._reactor = reactor
         self._down: set[str] = set()
+        self._local = Local(providers, strict=True)
+
+    def ready(
+        self, names: frozenset[str], request: PolicyRequest, now: float
+    ) -> Mapping[str, object] | None:
+        return self._local.ready(names, request, now)
 
     def gather(
         self, names: frozenset[str], request: PolicyRequest, now: float, budget: float
@@ -67,7 +65,10 @@ class Gatherer:
     ) -> Deferred[tuple[str, object]]:
         kind = name.partition(":")[0]
         provider = self._providers[kind]  # a name no provider owns is a rule bug
-        asked: Deferred[object] = ensureDeferred(provider.fetch(name, request, now))
+        held = provider.peek(name, request, now)
+        if held is not ABSENT:
+            return succeed((name, held))
+        asked: Deferred[object] = ensureDeferred(provider.fetch(name, request, now))  # type: ignore[arg-type]
         asked.addTimeout(budget, self._reactor)
         return asked.addCallbacks(
             self._answered, self._failed, callbackArgs=(kind, name), errbackArgs=(kind, name)
@@ -86,4 +87,4 @@ class Gatherer:
         return name, self._providers[kind].unavailable(name)
 
 
-__all__ = ["FactProvider", "Gatherer"]
+__all__ = ["Gatherer"]

@@ -117,12 +117,18 @@ class Action:
     def has_template(self) -> bool:
         return self._template is not None
 
-    def render(self, request: PolicyRequest, rule_id: str) -> str:
-        """The action text sent for this request: values sanitised, length capped."""
+    def render(
+        self, request: PolicyRequest, rule_id: str, values: Mapping[str, str] | None = None
+    ) -> str:
+        """The action text sent for this request: values sanitised, length capped.
+
+        ``values`` are the placeholders a rule's checks filled ({limit},
+        {retry}, {zone}...); a placeholder they do not fill reads the request.
+        """
         template = self._template
         if template is None:
             return self.sent
-        return template.render(request, rule_id)
+        return template.render(request, rule_id, values)
 
     def encode_for(self, request: PolicyRequest, rule_id: str) -> bytes:
         if self.wire:

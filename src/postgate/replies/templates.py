@@ -58,10 +58,15 @@ class Template:
     head: str = ""
     pinned: str | None = None
 
-    def render(self, request: PolicyRequest, rule_id: str) -> str:
+    def render(
+        self, request: PolicyRequest, rule_id: str, values: Mapping[str, str] | None = None
+    ) -> str:
         parts = [self.head, " ", self.literals[0]]
         for name, literal in zip(self.names, self.literals[1:], strict=True):
-            parts += (_value(name, request, rule_id), literal)
+            if values and name in values:
+                parts += (sanitise(values[name]), literal)
+            else:
+                parts += (_value(name, request, rule_id), literal)
         line = "".join(parts)
         if len(line) - len(self.head) - 1 > MAX_TEXT:
             line = self.head + " " + cap(line[len(self.head) + 1 :], MAX_TEXT)

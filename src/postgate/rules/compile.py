@@ -19,6 +19,7 @@ from postgate.replies.model import Action, Verb
 from postgate.replies.text import ReplyError
 from postgate.rules import match
 from postgate.rules.attributes import KNOWN, STATES
+from postgate.rules.checks import COMPILERS
 from postgate.rules.conditions import Context, attribute_error, compile_condition
 from postgate.rules.engine import Ruleset
 from postgate.rules.facts import fold
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from postgate.config.problems import Problems
     from postgate.rules.match import Condition
+    from postgate.rules.model import Check
 
 RULE_KEYS: Final = ("id", "action", "reply", "state", "rules", "default", "default_reply")
 MAX_DEPTH: Final = 4
@@ -45,7 +47,7 @@ def _states(states: Sequence[str]) -> Condition:
 def compile_ruleset(doc: Mapping[str, Any], base_dir: Path, problems: Problems) -> Ruleset:
     """Compile ``doc["lists"]`` and ``doc["rules"]``; other keys are not ours."""
     lists = load_lists(doc.get("lists"), base_dir, problems)
-    compiler = _Compiler(Context(lists, problems))
+    compiler = _Compiler(Context(lists, problems, doc=doc))
     raw = doc.get("rules", [])
     if not isinstance(raw, list):
         problems.error("rules", "must be an array of tables ([[rules]])")
@@ -95,10 +97,22 @@ class _Compiler:
         if action is not None:
             where = _key_place(table, place, ("action", "reply"))
             header_action_problem(action, states, where, self.ctx.problems)
-        if rule_id is None or conditions is None or action is None:
+        checks = self._checks(table, place)
+        if rule_id is None or conditions is None or action is None or checks is None:
             return None
         kind = next((key for key in SHORTCUTS if key in table), "")
-        return Rule(rule_id, conditions, action, kind)
+        return Rule(rule_id, conditions, action, kind, checks)
+
+    def _checks(self, table: Mapping[str, Any], place: str) -> tuple[Check, ...] | None:
+        """The rule's checks on gathered facts, in key order; None if one is broken."""
+        found = [
+            COMPILERS[key](value, f"{place}.{key}", self.ctx)
+            for key, value in table.items()
+            if key in COMPILERS
+        ]
+        if any(check is None for check in found):
+            return None
+        return tuple(check for check in found if check is not None)
 
     def _id(self, table: Mapping[str, Any], place: str) -> str | None:
         rule_id = table.get("id")
@@ -119,7 +133,8 @@ class _Compiler:
             if key.lower() in planned.KEYS:
                 self.ctx.error(f"{place}.{key}", planned.KEYS[key.lower()])
         rest = {k: v for k, v in table.items() if k not in KNOWN and k.lower() not in planned.KEYS}
-        check_keys(rest, RULE_KEYS + SHORTCUTS, place, self.ctx.problems, otherwise=attribute_error)
+        allowed = RULE_KEYS + SHORTCUTS + tuple(COMPILERS)
+        check_keys(rest, allowed, place, self.ctx.problems, otherwise=attribute_error)
         found = [key for key in SHORTCUTS if key in table]
         if len(found) > 1:
             self.ctx.error(place, f"one shortcut per rule, not {' and '.join(found)}")
@@ -174,7 +189,7 @@ class _Compiler:
         conditions: tuple[Condition, ...] | None,
     ) -> Group | None:
         depth, states = level
-        for key in ("action", "reply", *SHORTCUTS):
+        for key in ("action", "reply", *SHORTCUTS, *COMPILERS):
             if key in table:
                 self.ctx.error(
                     f"{place}.{key}",

@@ -57,6 +57,9 @@ class Context:
     lists: Mapping[str, NamedList]
     problems: Problems
     used: set[str] = field(default_factory=set)
+    # The whole config document, for checks that read a top-level table
+    # ([state], [dns]) beside their own rule's value.
+    doc: Mapping[str, Any] = field(default_factory=dict)
 
     def error(self, place: str, reason: str) -> None:
         self.problems.error(place, reason)

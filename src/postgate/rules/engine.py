@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies.model import DUNNO
-from postgate.rules.model import DEFAULT_RULE, Decision, Rule
+from postgate.rules.model import DEFAULT_RULE, Decision, Needs, Rule
 from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
@@ -25,40 +26,90 @@ if TYPE_CHECKING:
     from postgate.replies.model import Action
     from postgate.rules.lists import NamedList
     from postgate.rules.match import Condition
-    from postgate.rules.model import Needs, Node
+    from postgate.rules.model import Check, Effect, Group, Node
     from postgate.rules.program import FirstFailing, Program
     from postgate.wire.codec import PolicyRequest
 
 _INDENT: Final = "    "
+_NO_FACTS: Final[Mapping[str, object]] = MappingProxyType({})
 
 
-def _traced(
-    nodes: tuple[Node, ...],
-    raw: dict[str, str],
-    failing: Mapping[str, FirstFailing],
-    lines: list[str],
-    depth: int,
-) -> tuple[Action, str] | None:
-    pad = _INDENT * depth
-    for node in nodes:
-        failed = failing[node.id](raw)
-        if failed >= 0:
-            lines.append(f"{pad}{node.id}: failed: {node.conditions[failed].text}")
-            continue
-        if isinstance(node, Rule):
-            lines.append(f"{pad}{node.id}: matched -> {node.action.line}")
-            return node.action, node.id
-        lines.append(f"{pad}{node.id}: group matched, trying its rules")
-        found = _traced(node.children, raw, failing, lines, depth + 1)
+class _Walk:
+    """One interpreted walk: the trace, and rules whose checks read facts.
+
+    The generated `program` cannot wait for facts, so a ruleset with checks
+    (and every traced decision) is walked here instead, with the generated
+    per-node condition helpers. When a check lacks its facts, the walk goes on
+    only to collect what the checks it could still reach need, so that they
+    are all gathered in one round; it stops at a node that would decide
+    without facts, since nothing after it can matter.
+    """
+
+    __slots__ = ("effects", "facts", "failing", "lines", "missing", "now", "raw", "request")
+
+    def __init__(
+        self,
+        request: PolicyRequest,
+        facts: Mapping[str, object],
+        now: float,
+        failing: Mapping[str, FirstFailing],
+        lines: list[str] | None,
+    ) -> None:
+        self.request, self.raw, self.facts, self.now = request, request.raw, facts, now
+        self.failing, self.lines = failing, lines
+        self.effects: list[Effect] = []
+        self.missing: set[str] = set()
+
+    def say(self, depth: int, text: str) -> None:
+        if self.lines is not None and not self.missing:
+            self.lines.append(f"{_INDENT * depth}{text}")
+
+    def nodes(self, nodes: tuple[Node, ...], depth: int) -> Decision | None:
+        for node in nodes:
+            failed = self.failing[node.id](self.raw)
+            if failed >= 0:
+                self.say(depth, f"{node.id}: failed: {node.conditions[failed].text}")
+                continue
+            found = self.rule(node, depth) if isinstance(node, Rule) else self.group(node, depth)
+            if found is not None:
+                return found
+        return None
+
+    def rule(self, rule: Rule, depth: int) -> Decision | None:
+        if not rule.checks:
+            self.say(depth, f"{rule.id}: matched -> {rule.action.line}")
+            return rule.decision
+        needed = frozenset().union(*(c.facts(self.request, self.now) for c in rule.checks))
+        if self.missing or not needed <= self.facts.keys():
+            self.missing |= needed - self.facts.keys()
+            return None
+        values: dict[str, str] = {}
+        holds = True
+        for check in rule.checks:
+            verdict = check.verdict(self.request, self.facts, self.now)
+            self.effects += verdict.effects
+            values.update(verdict.values)
+            said = ("holds" if verdict.holds else "does not hold") + (
+                f" ({verdict.note})" if verdict.note else ""
+            )
+            self.say(depth, f"{rule.id}: {check.text}: {said}")
+            holds = holds and verdict.holds
+        if not holds:
+            return None
+        self.say(depth, f"{rule.id}: matched -> {rule.action.line}")
+        return Decision(rule.action, rule.id, (), (), values)
+
+    def group(self, group: Group, depth: int) -> Decision | None:
+        self.say(depth, f"{group.id}: group matched, trying its rules")
+        found = self.nodes(group.children, depth + 1)
         if found is not None:
             return found
-        if node.default is not None:
-            lines.append(
-                f"{pad}{node.id}: no rule in the group decided -> default {node.default.line}"
-            )
-            return node.default, node.id
-        lines.append(f"{pad}{node.id}: no rule in the group decided, going on")
-    return None
+        if group.decision is not None:
+            line = group.decision.action.line
+            self.say(depth, f"{group.id}: no rule in the group decided -> default {line}")
+            return group.decision
+        self.say(depth, f"{group.id}: no rule in the group decided, going on")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +127,8 @@ class Ruleset:
     # Both are logged on every status report and reload: compute them once.
     rule_count: int = field(init=False, repr=False, compare=False)
     digest: str = field(init=False, repr=False, compare=False)
-    # True when a rule reads facts that need I/O (state, DNS), which the answer
-    # step must gather before deciding; no rule type reads any yet.
+    # True when a rule has checks that read facts needing I/O (state, DNS),
+    # which the answer step must gather before deciding.
     needs_facts: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,27 +139,38 @@ class Ruleset:
         object.__setattr__(self, "failing", failing)
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "rule_count", sum(1 for _ in walk(self.nodes)))
-        object.__setattr__(self, "needs_facts", False)
+        checked = any(isinstance(n, Rule) and n.checks for n in walk(self.nodes))
+        object.__setattr__(self, "needs_facts", checked)
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
-        if not trace:
+        """Decide a ruleset without checks (a ruleset with checks needs `decide_with`)."""
+        if not trace and not self.needs_facts:
             return self.program(request.raw)
-        lines: list[str] = []
-        found = _traced(self.nodes, request.raw, self.failing, lines, 0)
-        if found is None:
-            lines.append(f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
-            found = (self.default, DEFAULT_RULE)
-        return Decision(found[0], found[1], tuple(lines))
+        found = self.decide_with(request, _NO_FACTS, 0.0, trace=trace)
+        if isinstance(found, Needs):
+            raise LookupError(f"this ruleset needs facts: {sorted(found.facts)}")  # noqa: TRY004
+        return found
 
     def decide_with(
         self,
         request: PolicyRequest,
-        facts: Mapping[str, object] | None,  # noqa: ARG002 - read by stateful rules
+        facts: Mapping[str, object] | None,
+        now: float,
         *,
         trace: bool = False,
     ) -> Decision | Needs:
         """Decide with the facts gathered so far, or say which are still needed."""
-        return self.decide(request, trace=trace)
+        walk = _Walk(request, facts or _NO_FACTS, now, self.failing, [] if trace else None)
+        found = walk.nodes(self.nodes, 0)
+        if walk.missing:
+            return Needs(frozenset(walk.missing))
+        if found is None:
+            walk.say(0, f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
+            found = self.default_decision
+        lines = tuple(walk.lines) if walk.lines is not None else ()
+        if not lines and not walk.effects:
+            return found
+        return Decision(found.action, found.rule, lines, tuple(walk.effects), found.values)
 
     def describe(self) -> list[str]:
         """The rules as the engine will use them, for ``postgate show``."""
@@ -129,8 +191,9 @@ class Ruleset:
         return h.hexdigest()[:12]
 
 
-def _when(conditions: tuple[Condition, ...]) -> str:
-    return " and ".join(c.text for c in conditions) if conditions else "always"
+def _when(conditions: tuple[Condition, ...], checks: tuple[Check, ...] = ()) -> str:
+    texts = [c.text for c in conditions] + [c.text for c in checks]
+    return " and ".join(texts) if texts else "always"
 
 
 def _describe(nodes: tuple[Node, ...], depth: int) -> list[str]:
@@ -139,7 +202,8 @@ def _describe(nodes: tuple[Node, ...], depth: int) -> list[str]:
     for node in nodes:
         if isinstance(node, Rule):
             via = f" [{node.shortcut}]" if node.shortcut else ""
-            lines.append(f"{pad}{node.id}:{via} if {_when(node.conditions)} -> {node.action.line}")
+            when = _when(node.conditions, node.checks)
+            lines.append(f"{pad}{node.id}:{via} if {when} -> {node.action.line}")
             continue
         lines.append(f"{pad}{node.id}: group, if {_when(node.conditions)}:")
         lines += _describe(node.children, depth + 1)

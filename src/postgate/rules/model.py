@@ -7,15 +7,20 @@ generated walk) so that both import it and neither imports the other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from postgate.replies.model import Action
     from postgate.rules.match import Condition
+    from postgate.wire.codec import PolicyRequest
 
 DEFAULT_RULE: Final = "DEFAULT"
 # The rule id of the `on_error` answer, when deciding raised (daemon and replay alike).
 ON_ERROR_RULE: Final = "ON_ERROR"
+NO_VALUES: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,8 @@ class Decision:
     # What is done once the answer is decided (charge a counter, remember a
     # triplet): applied by the answer step's fact source, never by the rules.
     effects: tuple[Effect, ...] = ()
+    # Placeholders a check filled for the reply ({limit}, {retry}, {zone}...).
+    values: Mapping[str, str] = field(default_factory=lambda: NO_VALUES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +57,47 @@ class Needs:
     facts: frozenset[str]
 
 
+class Verdict(NamedTuple):
+    """What a check made of its facts: does the rule decide, and what follows."""
+
+    holds: bool
+    # Applied whether or not the check holds (a limit under its ceiling still
+    # reserves the message): the answer step hands them on after the decision.
+    effects: tuple[Effect, ...] = ()
+    values: Mapping[str, str] = NO_VALUES  # placeholders for the reply
+    note: str = ""  # one line for the trace: the counts or the answers seen
+
+
+class Check(Protocol):
+    """A rule part that reads facts gathered by I/O (a limit, a greylist, a DNS list).
+
+    A rule's checks are consulted only once its plain conditions all hold;
+    the rule decides when every check holds. `facts` names what must be
+    gathered first, `verdict` decides from it, purely: same request, facts
+    and time, same verdict (docs/architecture.md, Facts and effects).
+    """
+
+    @property
+    def text(self) -> str:
+        """How ``postgate show`` and the trace name the check."""
+        ...
+
+    def facts(self, request: PolicyRequest, now: float) -> frozenset[str]: ...
+
+    def verdict(
+        self, request: PolicyRequest, facts: Mapping[str, object], now: float
+    ) -> Verdict: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """Conditions (all must hold) and the action that then decides."""
+    """Conditions (all must hold), checks on gathered facts, and the action that then decides."""
 
     id: str
     conditions: tuple[Condition, ...]
     action: Action
     shortcut: str = ""
+    checks: tuple[Check, ...] = ()
     # Built once here so that deciding allocates nothing for the answer.
     decision: Decision = field(init=False, repr=False, compare=False)
 

@@ -1,5 +1,23 @@
-"""Home of the state that rules keep between requests: counters and greylist entries.
+"""The state that rules keep between requests: counters and greylist entries.
 
-Empty until stateful rules land; see docs/architecture.md for where a
-backend goes and how facts reach the answer step.
+`local_providers` gives the fact providers that need no reactor: what
+``replay``, ``diff`` and ``test`` decide with on a recording's virtual clock,
+and the embedded store the daemon keeps in memory. Backends that need I/O
+(Redis) live with the daemon; see docs/architecture.md, Facts and effects.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from postgate.answer import FactProvider
+    from postgate.config.load import Config
+
+
+def local_providers(config: Config) -> dict[str, FactProvider]:  # noqa: ARG001 - filled as checks land
+    """One provider per kind of fact the config's checks read, held in memory."""
+    return {}
+
+
+__all__ = ["local_providers"]
