@@ -299,7 +299,11 @@ def scenarios(args: argparse.Namespace) -> dict[str, Callable[[Setup], Window]]:
         return {}
 
     async def writer_stall(daemon: Daemon, _: int) -> dict[str, object]:
-        children = daemon.children()
+        # The writer starts with the first recorded request, just after the probe's.
+        children, waited = daemon.children(), 0
+        while not children and waited < 50:
+            await asyncio.sleep(0.1)
+            children, waited = daemon.children(), waited + 1
         for pid in children:
             os.kill(pid, signal.SIGSTOP)
         await asyncio.sleep(seconds)
