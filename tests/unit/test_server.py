@@ -32,6 +32,8 @@ class EchoRules:
     rule_count = 1
     digest = "fake"
     needs_facts = False
+    nodes = ()
+    default = parse_action("DUNNO").action
 
     def program(self, raw: dict[str, str]) -> FakeDecision:
         recipient = raw.get("recipient", "")
