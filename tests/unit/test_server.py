@@ -24,6 +24,7 @@ class FakeDecision:
     rule: str
     trace: tuple[str, ...] = ()
     effects: tuple[object, ...] = ()
+    observed: tuple[object, ...] = ()
 
 
 class EchoRules:

@@ -28,6 +28,7 @@ from zope.interface import implementer
 from postgate.answer import Answer, AnswerStep, failed
 from postgate.daemon.access import credentials_refused, describe, network_allowed
 from postgate.daemon.logs import DECISION_FIELDS
+from postgate.daemon.redact import redactor
 from postgate.daemon.stats import BOUNDS_US, OTHER_STATE, Stats
 from postgate.replies.model import DUNNO
 from postgate.wire.codec import Decoder, ProtocolError
@@ -63,6 +64,7 @@ class Answerer:
     ) -> None:
         self.step = AnswerStep(config, facts, time.monotonic)
         self.stats = Stats(config)
+        self._redact = redactor(config.log)
         self.recorder = recorder
         self.answered = 0
         self.errors = 0
@@ -79,6 +81,8 @@ class Answerer:
     @config.setter
     def config(self, config: Config) -> None:
         self.stats.reconfigure(config)
+        if config.log != self.step.config.log:
+            self._redact = redactor(config.log)
         self.step.config = config
 
     def answer(self, request: PolicyRequest) -> bytes | Deferred[bytes]:
@@ -94,16 +98,19 @@ class Answerer:
         return gathering.addCallback(self._done, request, start).addErrback(self._not_done, request)
 
     def _done(self, answer: Answer, request: PolicyRequest, start: int) -> bytes:
+        raw = request.raw
+        shown = raw if self._redact is None else self._redact(raw)
         if answer.error is not None:
             self.errors += 1
-            self._log.error("evaluation_failed", exc_info=answer.error, **_fields(request.raw))
+            self._log.error("evaluation_failed", exc_info=answer.error, **_fields(shown))
         recorder = self.recorder
         if recorder is not None and recorder.enabled:
             recorder.add(request, answer.text, answer.rule, answer.now, answer.action)
         self.answered += 1
         us = (time.perf_counter_ns() - start) // 1000
-        raw = request.raw
-        self._decision(answer.rule, answer.text, answer.dry_run, us, raw)
+        self._decision(answer.rule, answer.text, answer.dry_run, us, shown)
+        if answer.observed:
+            self._observed(answer, request, shown)
         # Counted inline, not through a method: this runs once per request.
         stats = self.stats
         decisions = stats.decisions
@@ -118,11 +125,27 @@ class Answerer:
         stats.latency_us += us
         return answer.wire
 
+    def _observed(self, answer: Answer, request: PolicyRequest, shown: Mapping[str, str]) -> None:
+        """One event and one count per rule in observe mode that would have decided."""
+        counts = self.stats.observed
+        for decision in answer.observed:
+            rule, action = decision.rule, decision.action
+            counts[rule] = counts.get(rule, 0) + 1
+            text = action.sent or action.render(request, rule, decision.values)
+            self._log.info(
+                "observed", rule=rule, action=text, answered_by=answer.rule, **_fields(shown)
+            )
+
     def _not_done(self, failure: Failure, request: PolicyRequest) -> bytes:
         # A bug after the decision (log, recorder) or in gathering facts lands
         # here; the connection must still get its reply, or it would wait.
         self.errors += 1
-        self._log.error("answer_failed", exc_info=failure.value, **_fields(request.raw))
+        raw = request.raw
+        self._log.error(
+            "answer_failed",
+            exc_info=failure.value,
+            **_fields(raw if self._redact is None else self._redact(raw)),
+        )
         return failed(self.config, request, time.time(), cast("BaseException", failure.value)).wire
 
     def _log_decision(

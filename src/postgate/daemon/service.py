@@ -26,6 +26,7 @@ from postgate.config.problems import ConfigError
 from postgate.daemon import control
 from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import THROTTLE, decision_log
+from postgate.daemon.metrics import Metrics
 from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.status import iso, status
 from postgate.daemon.systemd import listen_service
@@ -125,6 +126,9 @@ def load_for_reload(path: Path) -> Config:
     if config.record.path is not None and config.record.redact:
         with contextlib.suppress(OSError, KeyFileError):  # reported when the swap loads it
             load_key(key_path(config.record.path))
+    if config.log.addresses == "hash" and config.log.key is not None:
+        with contextlib.suppress(OSError, KeyFileError):  # the same for [log]'s key
+            load_key(config.log.key)
     return config
 
 
@@ -183,6 +187,10 @@ class Daemon:
             listen_service(
                 control.endpoint(config.control), self.control, reactor
             ).setServiceParent(self.admin)
+        self.metrics = Metrics(self)
+        if config.metrics.listen:
+            site = self.metrics.site(config.metrics.allow, self)
+            listen_service(config.metrics.listen, site, reactor).setServiceParent(self.admin)
         self.started = time.time()
         self.last_reload: dict[str, object] | None = None
         self._add_timers()
@@ -196,7 +204,12 @@ class Daemon:
     def endpoints(self) -> dict[str, list[str]]:
         """What the daemon listens on, by purpose, as configured at start."""
         socket = self.control_socket
-        return {"policy": list(self.listen), "control": [str(socket)] if socket else []}
+        metrics = self._started_with.metrics.listen
+        return {
+            "policy": list(self.listen),
+            "control": [str(socket)] if socket else [],
+            "metrics": [metrics] if metrics else [],
+        }
 
     @property
     def control_socket(self) -> Path | None:
