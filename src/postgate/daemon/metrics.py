@@ -74,9 +74,16 @@ class DaemonCollector:
         daemon = self._daemon
         stats = daemon.answerer.stats
         yield from self._answers(daemon)
-        conns = GaugeMetricFamily("postgate_connections_open", "Policy connections open now.")
-        conns.add_metric([], len(daemon.factory.connections))
-        yield conns
+        yield _gauge(
+            "postgate_connections_open",
+            "Policy connections open now.",
+            len(daemon.factory.connections),
+        )
+        yield _gauge(
+            "postgate_connections_max",
+            "daemon.max_connections: connections past it are refused.",
+            daemon.answerer.config.daemon.max_connections,
+        )
         refused = CounterMetricFamily(
             "postgate_connections_refused",
             "Policy connections refused: network (not in daemon.allow), credentials "
@@ -97,6 +104,12 @@ class DaemonCollector:
         for result, count in stats.reloads.items():
             reloads.add_metric([result], count)
         yield reloads
+        failed = daemon.last_reload is not None and daemon.last_reload["result"] != "ok"
+        yield _gauge(
+            "postgate_reload_last_success",
+            "0 while the last reload failed (the previous rules still answer), else 1.",
+            0 if failed else 1,
+        )
         yield from self._config(daemon)
         yield from self._recording(daemon)
 
@@ -159,6 +172,12 @@ class DaemonCollector:
         yield _counter(
             "postgate_recording_dropped", "Requests the recorder could not write.", recorder.dropped
         )
+
+
+def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, text)
+    family.add_metric([], value)
+    return family
 
 
 def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
