@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import pytest
 from twisted.internet.task import Clock
 
 from postgate.config.load import load_config
-from postgate.config.ops import ControlSettings
+from postgate.config.ops import ControlSettings, LogSettings
 from postgate.config.problems import ConfigError
 from postgate.daemon.control import CommandError, Control, endpoint
+from postgate.daemon.redact import redactor
 from postgate.daemon.stats import Stats, action_class, classes
 from postgate.replies.parsing import parse_action
 
@@ -141,3 +143,57 @@ class TestStats:
         stats.reconfigure(second)
         stats.decisions["R"] = 1
         assert {("R", "4xx"): 2, ("R", "OK"): 1} == stats.by_class()
+
+
+class TestRedact:
+    RAW: Final = {
+        "protocol_state": "RCPT",
+        "client_address": "192.0.2.77",
+        "sender": "alice@example.org",
+        "recipient": "bob@example.net",
+        "helo_name": "mx.example.org",
+    }
+
+    def test_keep_is_no_redactor_at_all(self) -> None:
+        assert redactor(LogSettings()) is None
+
+    def test_hash_is_stable_keyed_and_keeps_the_domain(self, tmp_path: Path) -> None:
+        fields = redactor(LogSettings("hash", "keep", tmp_path / "k"))
+        assert fields is not None
+        shown = fields(self.RAW)
+        assert re.fullmatch(r"h-[0-9a-f]{12}@example\.org", shown["sender"])
+        assert shown == fields(self.RAW)
+        assert "192.0.2.77" == shown["client_address"]
+        assert "helo_name" not in shown
+        other = redactor(LogSettings("hash", "keep", tmp_path / "other-key"))
+        assert other is not None
+        assert shown["sender"] != other(self.RAW)["sender"]
+
+    @pytest.mark.parametrize(
+        ("client", "value", "expected"),
+        [
+            ("network", "192.0.2.77", "192.0.2.0/24"),
+            ("network", "2001:db8:1:2::5", "2001:db8:1::/48"),
+            ("network", "unknown", "unknown"),
+            ("network", "garbage", ""),
+            ("drop", "192.0.2.77", ""),
+        ],
+    )
+    def test_client_address(self, client: str, value: str, expected: str) -> None:
+        fields = redactor(LogSettings("keep", client))
+        assert fields is not None
+        assert expected == fields(self.RAW | {"client_address": value})["client_address"]
+
+    def test_drop_keeps_the_domain_and_empty_stays_empty(self) -> None:
+        fields = redactor(LogSettings("drop", "keep"))
+        assert fields is not None
+        assert ("@example.org", "") == (
+            fields(self.RAW)["sender"],
+            fields(self.RAW | {"sender": ""})["sender"],
+        )
+
+    def test_an_unreadable_key_drops_instead(self, tmp_path: Path) -> None:
+        (tmp_path / "short.key").write_bytes(b"x")
+        fields = redactor(LogSettings("hash", "keep", tmp_path / "short.key"))
+        assert fields is not None
+        assert "@example.org" == fields(self.RAW)["sender"]
