@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("postgate")
 
 PATH: Final = b"/metrics"
+SCRAPE_TIMEOUT: Final = 30.0
 # What `generate_latest` writes, named as every Prometheus version reads it
 # (newer prometheus_client releases call it version 1.0.0).
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
@@ -235,7 +236,9 @@ class MetricsSite(Site):
     noisy = False
 
     def __init__(self, page: Resource, allow: NetworkSet, daemon: Daemon) -> None:
-        super().__init__(page)  # type: ignore[no-untyped-call]
+        # A scrape takes milliseconds; Twisted's default 12 h would let a
+        # silent peer hold its connection half a day.
+        super().__init__(page, timeout=SCRAPE_TIMEOUT)  # type: ignore[no-untyped-call]
         self._allow = allow
         self._daemon = daemon
 
