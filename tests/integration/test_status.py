@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 RULES = """
 [[rules]]
+id = "WATCHED"
+mode = "observe"
+helo_name = "localhost"
+action = "DEFER_IF_PERMIT would wait"
+
+[[rules]]
 id = "HELO_LOCALHOST"
 helo_name = "localhost"
 action = "554 5.7.1 No"
@@ -91,7 +97,8 @@ class TestStatus:
         assert (0, "") == (done.returncode, done.stderr)
         report = json.loads(done.stdout)
         assert report["config"] == str(config)
-        assert report["rules"] == 2
+        assert report["rules"] == 3
+        assert report["observed"] == [{"rule": "WATCHED", "class": "4xx", "count": 3}]
         assert report["requests"]["answered"] == 6
         assert report["requests"]["by_state"] == {"RCPT": 3, "MAIL": 2, "DATA": 1}
         assert report["decisions"] == [
@@ -122,6 +129,26 @@ class TestStatus:
             ["2", "OK", "TRUSTED"],
             ["1", "DUNNO", "DEFAULT"],
         ]
+        start = lines.index('observed (would have answered; mode = "observe"):')
+        assert ["3", "4xx", "WATCHED"] == lines[start + 1].split()
+
+    def test_counts_survive_a_reload_under_the_class_they_had(
+        self, running: tuple[Daemon, Path, int]
+    ) -> None:
+        daemon, config, port = running
+        traffic(port)
+        config.write_text(config.read_text().replace('action = "OK"', 'action = "HOLD"'))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_log('"event":"config_reloaded"')
+        traffic(port)
+        report = json.loads(postgate("status", "-c", str(config), "--json").stdout)
+        assert "ok" == report["last_reload"]["result"]
+        trusted = [row for row in report["decisions"] if row["rule"] == "TRUSTED"]
+        assert [
+            {"rule": "TRUSTED", "class": "OK", "count": 2},
+            {"rule": "TRUSTED", "class": "other", "count": 2},
+        ] == sorted(trusted, key=lambda row: row["class"])
+        assert 12 == report["requests"]["answered"]
 
     def test_without_a_daemon_exit_69(self, tmp_path: Path) -> None:
         done = postgate("status", "--socket", str(tmp_path / "none.sock"))

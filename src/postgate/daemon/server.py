@@ -141,12 +141,11 @@ class Answerer:
         # here; the connection must still get its reply, or it would wait.
         self.errors += 1
         raw = request.raw
-        self._log.error(
-            "answer_failed",
-            exc_info=failure.value,
-            **_fields(raw if self._redact is None else self._redact(raw)),
-        )
-        return failed(self.config, request, time.time(), cast("BaseException", failure.value)).wire
+        shown = raw if self._redact is None else self._redact(raw)
+        self._log.error("answer_failed", exc_info=failure.value, **_fields(shown))
+        answer = failed(self.config, request, time.time(), cast("BaseException", failure.value))
+        self.stats.count(answer.rule, raw.get("protocol_state", ""), 0)
+        return answer.wire
 
     def _log_decision(
         self, rule: str, action: str, dry_run: bool, us: int, raw: Mapping[str, str]

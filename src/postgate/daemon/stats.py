@@ -13,6 +13,7 @@ series stays what the configurations make it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies.model import REPLY_CLASS, Verb
@@ -83,6 +84,13 @@ class Stats:
         self.refused = dict.fromkeys(REFUSALS, 0)
         self.protocol_errors = 0
         self.reloads = {"ok": 0, "failed": 0}
+
+    def count(self, rule: str, state: str, us: int) -> None:
+        """One answer, for the rare paths; `Answerer._done` inlines the same steps."""
+        self.decisions[rule] = self.decisions.get(rule, 0) + 1
+        self.requests[state if state in self.requests else OTHER_STATE] += 1
+        self.buckets[bisect_left(BOUNDS_US, us)] += 1
+        self.latency_us += us
 
     def reconfigure(self, config: Config) -> None:
         """Settle the counts under the classes they were made with, then take the new ones."""
