@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
 from postgate.config.load import load_config
 from postgate.config.ops import ControlSettings, LogSettings
 from postgate.config.problems import ConfigError
 from postgate.daemon.control import CommandError, Control, endpoint
 from postgate.daemon.redact import redactor
+from postgate.daemon.service import Daemon
 from postgate.daemon.stats import Stats, action_class, classes
+from postgate.daemon.status import status
 from postgate.replies.parsing import parse_action
 
 if TYPE_CHECKING:
@@ -197,3 +200,28 @@ class TestRedact:
         fields = redactor(LogSettings("hash", "keep", tmp_path / "short.key"))
         assert fields is not None
         assert "@example.org" == fields(self.RAW)["sender"]
+
+
+class TestStatusParts:
+    def test_a_feature_adds_its_part_and_the_command_answers(self, tmp_path: Path) -> None:
+        config = load_config(_write(tmp_path, RULE))
+        daemon = Daemon(config, MemoryReactorClock(), _Quiet())  # type: ignore[arg-type]
+        assert status(daemon)["state"] is None
+        daemon.status_parts["state"] = lambda: {"backend": "embedded", "up": True}
+        found: list[object] = []
+        daemon.control.run(b'{"command": "status"}').addBoth(found.append)
+        report = found[0]
+        assert isinstance(report, dict)
+        assert {"backend": "embedded", "up": True} == report["state"]
+        assert config.ruleset.digest == report["digest"]
+
+
+class _Quiet:
+    def ready(self, status: str) -> None: ...
+    def reloading(self) -> None: ...
+    def status(self, text: str) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog_interval(self) -> float | None:
+        return None
+
+    def ping(self) -> None: ...

@@ -180,6 +180,7 @@ class Daemon:
             )
         self.control = control.Control(config.control, reactor)
         self.control.register("status", lambda _args: status(self))
+        self.status_parts: dict[str, Callable[[], object]] = {}  # see daemon.status
         # The control and metrics sockets: stopped after the policy listeners drained.
         self.admin = MultiService()
         self.admin.setServiceParent(self.services)

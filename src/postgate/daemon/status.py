@@ -3,6 +3,13 @@
 Read from what the daemon already holds (its configuration, `Stats`, the
 recorder); nothing is computed per request for it. ``postgate status``
 (`postgate.commands.status`) shows it.
+
+A feature adds its own part under a key of the report::
+
+    daemon.status_parts["state"] = lambda: {"backend": "redis", "up": True}
+
+The function runs on the reactor when the report is asked for, so it reads
+what the feature already knows (say, its last health check) and does no I/O.
 """
 
 from __future__ import annotations
@@ -55,10 +62,10 @@ def status(daemon: Daemon) -> dict[str, Any]:
             "written": recorder.written,
             "dropped": recorder.dropped,
         },
-        # No rule keeps state in a backend yet; rate limits and greylisting
-        # fill this in with their store's health.
+        # None until a feature that keeps state (rate limits, greylisting)
+        # puts its store's health here through `Daemon.status_parts`.
         "state": None,
-    }
+    } | {name: part() for name, part in daemon.status_parts.items()}
 
 
 def _rows(counts: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
