@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postgate.commands.replay import (
     describe_diff,
@@ -164,3 +166,17 @@ class TestReplayAndDiff:
         assert "  NEW_BLOCK: 0 -> 2" in lines
         assert "  ALWAYS_WATCHED: 1 -> 3" in lines  # NEW_BLOCK answered first in old
         assert "  G1: 1 -> 3" in lines
+
+
+HELOS = st.sampled_from(["bad", "good", "localhost", ""])
+SENDERS = st.sampled_from(["s@spam.example", "x@y.example", ""])
+RECIPIENTS = st.sampled_from(["a@x.example", "b@x.example", "c@x.example", "z@x.example", ""])
+
+
+@settings(max_examples=200, deadline=None)
+@given(HELOS, SENDERS, RECIPIENTS)
+def test_fast_path_and_walk_agree_on_any_mix(helo: str, sender: str, recipient: str) -> None:
+    ruleset = compile_toml(RULES)
+    request = PolicyRequest({"helo_name": helo, "sender": sender, "recipient": recipient})
+    fast, walked = ruleset.program(request.raw), ruleset.decide(request, trace=True)
+    assert (fast.rule, fast.observed) == (walked.rule, walked.observed)
