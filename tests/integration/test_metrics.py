@@ -218,3 +218,31 @@ def test_decision_log_redacts_addresses(tmp_path: Path) -> None:
     assert 1 == len(
         {e["sender"] for e in decisions if e["rule"] == "TRUSTED"}
     )  # stable per address
+
+
+def test_metrics_on_a_unix_socket(tmp_path: Path) -> None:
+    port = free_port()
+    path = tmp_path / "metrics.sock"
+    config = tmp_path / "postgate.toml"
+    config.write_text(
+        f'[daemon]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n'
+        f'[metrics]\nlisten = "unix:{path}:mode=600"\n' + RULES
+    )
+    with Daemon(config):
+        send_traffic(port)
+        assert 0o600 == path.stat().st_mode & 0o777
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            body = b""
+            while chunk := sock.recv(65536):
+                body += chunk
+    head, _, text = body.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.0 200")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert 4 == by_label(samples, "postgate_decisions_total")[("OK", "TRUSTED")]
