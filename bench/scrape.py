@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import re
 import threading
+import time
 import tomllib
 from typing import TYPE_CHECKING, Final
 
@@ -46,10 +47,12 @@ class Scraper(threading.Thread):
         self.scrapes = self.failures = 0
         self.decisions = 0.0
         self.bytes = 0
+        self.seconds = 0.0  # summed over the scrapes: what serving them took, seen from here
 
     def run(self) -> None:
         while not self.done.wait(INTERVAL):
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            started = time.perf_counter()
             try:
                 conn.request("GET", "/metrics")
                 body = conn.getresponse().read().decode()
@@ -58,6 +61,7 @@ class Scraper(threading.Thread):
                 continue
             finally:
                 conn.close()
+            self.seconds += time.perf_counter() - started
             self.scrapes += 1
             self.bytes = len(body)
             found = re.findall(r"^postgate_decisions_total\{[^}]*\} (\S+)$", body, re.MULTILINE)
@@ -75,6 +79,7 @@ def scraping(config: Path) -> Iterator[Scraper]:
         scraper.join(10)
         print(
             f"  scraped /metrics {scraper.scrapes} times ({scraper.failures} failed, "
-            f"{scraper.bytes} bytes each), {scraper.decisions:.0f} decisions counted",
+            f"{scraper.bytes} bytes, {1000 * scraper.seconds / max(scraper.scrapes, 1):.2f} ms "
+            f"each), {scraper.decisions:.0f} decisions counted",
             flush=True,
         )
