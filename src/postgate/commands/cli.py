@@ -43,6 +43,7 @@ commands:
   diff     replay requests through two configs and report what changes
   test     run test_*.policy files (recorded requests with expected answers)
   ask      send one request to a running postgate and print its answer
+  status   show what the running daemon is doing (its [control] socket)
 """
 
 
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("diff", help="show which recorded requests two configs answer differently")
     sub.add_parser("test", help="run the test_*.policy files beside a config (test -h)")
     sub.add_parser("ask", help="send one request to a running postgate (ask -h)")
+    sub.add_parser("status", help="show what the running daemon is doing (status -h)")
     return parser
 
 
@@ -157,7 +159,20 @@ def _ask(argv: list[str]) -> int:
     return ask_main(argv, sys.stdout, sys.stderr, sys.stdin)
 
 
-_TOOLS: Final = {"codes": _codes, "replay": _replay, "diff": _diff, "test": _test, "ask": _ask}
+def _status(argv: list[str]) -> int:
+    from postgate.commands.status import main as status_main
+
+    return status_main(argv, sys.stdout, sys.stderr)
+
+
+_TOOLS: Final = {
+    "codes": _codes,
+    "replay": _replay,
+    "diff": _diff,
+    "test": _test,
+    "ask": _ask,
+    "status": _status,
+}
 
 
 def _run(args: argparse.Namespace) -> int:
