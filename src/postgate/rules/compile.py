@@ -220,10 +220,13 @@ class _Compiler:
         for key in ("default", "default_reply"):
             if key in table:
                 self.ctx.error(f"{place}.{key}", "only a group (with rules = [...]) has a default")
-        required = shortcut is False  # a broken shortcut was reported already
+        # A broken shortcut was reported already; a limit answers rate_limited.
+        required = shortcut is False and "limit" not in table
         found = self._one_action(table, place, ("action", "reply"), required=required)
         if isinstance(found, Action):
             return found
+        if found is None and "limit" in table:
+            return named_reply("rate_limited")
         if found is None and isinstance(shortcut, Expansion):
             return self._default(shortcut, place)
         return None
