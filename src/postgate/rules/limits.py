@@ -36,6 +36,10 @@ COUNTS: Final = ("messages", "recipients", "bytes")
 NETWORK: Final = "client_network"  # the client's /24 (IPv4) or /64 (IPv6)
 KEYS: Final = (*KNOWN, NETWORK)
 EOM: Final = "END-OF-MESSAGE"
+NEVER_CHARGED: Final = (
+    "a limit is charged at END-OF-MESSAGE: add it to this rule's states, or the "
+    "limit never counts anything"
+)
 _UNITS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 _SHORT: Final = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week"}
 _WINDOW: Final = re.compile(
