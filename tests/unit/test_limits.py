@@ -250,3 +250,16 @@ def test_check_names_the_restriction_lists_a_limit_needs(tmp_path: Path) -> None
         "smtpd_recipient_restrictions",
         "smtpd_end_of_data_restrictions",
     ]
+
+
+def test_data_wiring_counts_recipient_count_as_policyd_rate_limit_does(tmp_path: Path) -> None:
+    limit = '{ key = ["sasl_username"], count = "recipients", windows = ["10 per minute"] }'
+    run, mail = Run(config(tmp_path, limit)), Mail()
+    rules = []
+    for _ in range(4):
+        instance = mail.new()
+        rules.append(run.answer(mail.ask("DATA", instance, recipient_count="3"), T0).rule)
+        if rules[-1] == "DEFAULT":
+            eom = mail.ask("END-OF-MESSAGE", instance, recipient_count="3")
+            run.answer(eom, T0)
+    assert ["DEFAULT", "DEFAULT", "DEFAULT", "RATE"] == rules
