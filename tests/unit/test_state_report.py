@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from postgate.commands.state import main
+from postgate.commands.state import main, show_lines
+from postgate.config.load import load_config
 from postgate.state.disk import DiskStore
 from postgate.state.limits import LimitStore
 from postgate.state.report import StateError, handle
@@ -72,3 +73,18 @@ def test_the_command_reads_the_state_file(tmp_path: Path) -> None:
     err = io.StringIO()
     assert 69 == main(["-c", str(config), "reset", "--all"], io.StringIO(), err)
     assert 1 == main(["-c", str(config), "--key", "nobody"], io.StringIO(), io.StringIO())
+
+
+def test_show_tells_each_limit_rule_its_counters(tmp_path: Path) -> None:
+    disk = DiskStore(tmp_path / "state" / "state.sqlite")
+    filled(disk)
+    disk.close()
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[[rules]]\nid = "USER_RATE"\n'
+        'limit = { key = ["sasl_username"], windows = ["3 per hour", "20 per day"] }\n'
+    )
+    assert [
+        f"state ({tmp_path / 'state' / 'state.sqlite'}):",
+        "    USER_RATE: 2 keys counted; fullest: alice, 2 of 3 per hour, 2 of 20 per day",
+    ] == show_lines(load_config(path), NOW)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO, cast
 
 from postgate import __version__
@@ -129,6 +130,10 @@ def _show(args: argparse.Namespace) -> int:
         print("\n".join(legend(ruleset.program)))
         return 0
     for line in ruleset.describe():
+        print(line)
+    from postgate.commands.state import show_lines
+
+    for line in show_lines(config, time.time()):
         print(line)
     return 0
 

@@ -86,15 +86,38 @@ def _windows(config: Config) -> dict[tuple[str, str], str]:
     return found
 
 
+def show_lines(config: Config, now: float) -> list[str]:
+    """For ``postgate show``: each limit rule's counters in the state file, the fullest first."""
+    limits = _windows(config)
+    rules = sorted({rule for rule, _ in limits})
+    if not rules:
+        return []
+    try:
+        store = read_file(config.state.file, now)
+    except StateError as exc:
+        return [f"state: {exc}"]
+    lines = [f"state ({config.state.file}):"]
+    for rule in rules:
+        entries = handle(store, {"rule": rule}, now)["entries"]
+        fullest = max(entries, key=lambda e: sum(e["counts"].values()), default=None)
+        top = "" if fullest is None else f"; fullest: {fullest['key']}, {_counts(fullest, limits)}"
+        lines.append(f"    {rule}: {len(entries)} keys counted{top}")
+    return lines
+
+
+def _counts(entry: dict[str, Any], limits: dict[tuple[str, str], str]) -> str:
+    return ", ".join(
+        f"{n} of {limits.get((entry['rule'], s), f'? per {s} s')}"
+        for s, n in sorted(entry["counts"].items(), key=lambda i: int(i[0]))
+    )
+
+
 def text(answer: dict[str, Any], limits: dict[tuple[str, str], str]) -> list[str]:
     if "reset" in answer:
         return [f"reset {answer['reset']} counters"]
     lines = []
     for entry in answer["entries"]:
-        counts = ", ".join(
-            f"{n} of {limits.get((entry['rule'], s), f'? per {s} s')}"
-            for s, n in sorted(entry["counts"].items(), key=lambda i: int(i[0]))
-        )
+        counts = _counts(entry, limits)
         reserved = f", {entry['reserved']} reserved" if entry.get("reserved") else ""
         lines.append(f"{entry['rule']}  {entry['key']}  {counts}{reserved}")
     more = f" (first {len(answer['entries'])} shown)" if answer.get("truncated") else ""
