@@ -10,6 +10,7 @@ mail is never refused for want of a disk.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from typing import TYPE_CHECKING
@@ -55,6 +56,10 @@ class EmbeddedState:
             log.error("state_not_persisted", file=str(settings.file), error=repr(failed))
         self.providers = self._providers(config)
         self.load_ms = round((time.monotonic() - started) * 1000, 1)
+        if self.disk is not None:
+            store = getattr(self.providers.get("limit"), "store", None)
+            counters = len(store.counters) if store is not None else 0
+            log.info("state_loaded", file=str(settings.file), counters=counters, ms=self.load_ms)
 
     def _providers(self, config: Config) -> dict[str, FactProvider]:
         timeout = config.state.reservation_timeout
@@ -82,7 +87,8 @@ class EmbeddedState:
     def close(self) -> None:
         """Write what is queued (a clean shutdown loses nothing)."""
         if self.disk is not None:
-            self.disk.close()
+            with contextlib.suppress(sqlite3.Error):  # the last batch failing is logged already
+                self.disk.close()
 
 
 __all__ = ["EmbeddedState"]
