@@ -14,7 +14,7 @@ from postgate.commands.wiring import needed_lists
 from postgate.config.load import Config, load_config
 from postgate.config.problems import ConfigError
 from postgate.state.limit_facts import LimitFacts
-from postgate.state.limits import LimitStore
+from postgate.state.limits import MAX_FLIGHTS, LimitStore
 from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:
@@ -263,3 +263,11 @@ def test_data_wiring_counts_recipient_count_as_policyd_rate_limit_does(tmp_path:
             eom = mail.ask("END-OF-MESSAGE", instance, recipient_count="3")
             run.answer(eom, T0)
     assert ["DEFAULT", "DEFAULT", "DEFAULT", "RATE"] == rules
+
+
+def test_messages_in_flight_are_bounded() -> None:
+    store = LimitStore()
+    for n in range(MAX_FLIGHTS + 5):
+        store.reserve("R", "k", f"i{n}", f"s{n}", 1, T0)
+    assert (MAX_FLIGHTS, MAX_FLIGHTS) == (len(store.flights), store.reserved["R", "k"])
+    assert "i0" not in store.flights

@@ -10,10 +10,15 @@ charged at END-OF-MESSAGE, when the same SMTP session starts another
 transaction, or after ``reservation_timeout`` seconds: a message refused or
 abandoned is never charged.
 
-The operations are the ones a shared backend would run as one atomic
-script each: `view` (read counts and reservations), `reserve`, `charge`
-(which also releases), `release`, `entries` and `reset`. Everything runs
-on the caller's thread; a `DiskStore` persists charges behind it.
+The operations are the ones a shared backend runs as one atomic script
+each (a Redis backend: one Lua script per operation, loaded once and run
+with EVALSHA): `view` (the counts of a key's windows and what other
+messages reserve), `reserve` (set this message's share), `charge` (add to
+every window and end the message's reservations), `release`, `entries` and
+`reset`. The layout carries over: a counter is one key ``RULE:SECONDS:KEY``
+holding a `windows.Ring`, a reservation a field per ``instance`` of a hash
+per (rule, key). Everything here runs on the caller's thread; a `DiskStore`
+persists charges behind it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
 KIND: Final = "limit"  # the DiskStore kind of counter rows
 SWEEP_EVERY: Final = 10.0  # seconds of the clock between sweeps of expired state
 SWEEP_CHUNK: Final = 2000  # counters looked at per sweep step: never a long pause
+# Messages in flight at once; past it the oldest stops reserving (a flood of
+# transactions that never end must not grow memory without bound).
+MAX_FLIGHTS: Final = 100_000
 
 
 class View:
@@ -107,6 +115,8 @@ class LimitStore:
         """This message now holds ``amount`` of (rule, key) until it ends."""
         flight = self.flights.get(instance)
         if flight is None:
+            if len(self.flights) >= MAX_FLIGHTS:
+                self.release(next(iter(self.flights)))
             flight = self.flights[instance] = Flight(session, now)
             self.sessions[session] = instance
         before = flight.holds.get((rule, key), 0)
