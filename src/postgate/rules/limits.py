@@ -131,9 +131,6 @@ class LimitCheck:
             parts.append(value.replace("|", "%7C"))
         return "|".join(parts)
 
-    def fact(self, request: PolicyRequest) -> str:
-        return f"{PREFIX}:{self.rule}:{self.key_of(request)}"
-
     def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
         # At END-OF-MESSAGE the message's reservations are read even when the
         # key is empty there (``recipient`` is, with several recipients).
