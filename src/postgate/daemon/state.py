@@ -20,8 +20,11 @@ import structlog
 
 from postgate.state import local_providers
 from postgate.state.disk import DiskStore
+from postgate.state.report import handle
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from postgate.config.load import Config
     from postgate.state.limits import LimitStore
 
@@ -87,6 +90,23 @@ class EmbeddedState:
         if self.disk is not None and config.state.file != self.disk.path:
             log.warning("setting_needs_restart", setting="state.directory")
         self.persist(config)
+
+    def status(self) -> dict[str, object]:
+        """The store's part of ``postgate status``: read from memory, no I/O."""
+        disk = self.disk
+        return {
+            "backend": "embedded",
+            "file": None if disk is None else str(disk.path),
+            "counters": len(self.store.counters),
+            "in_flight": len(self.store.flights),
+            "pending_writes": 0 if disk is None else disk.pending,
+            "written": 0 if disk is None else disk.written,
+            "write_failing": False if disk is None else disk.failing,
+        }
+
+    def command(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's ``state`` command (`postgate.state.report.handle`)."""
+        return handle(self.store, args, time.time())
 
     def close(self) -> None:
         """Write what is queued (a clean shutdown loses nothing)."""

@@ -100,6 +100,11 @@ class DiskStore:
     def pending(self) -> int:
         return len(self._queued)
 
+    @property
+    def failing(self) -> bool:
+        """The last write failed (its rows wait for the next batch)."""
+        return self._failing
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="postgate-state", daemon=True)
