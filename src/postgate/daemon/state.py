@@ -2,7 +2,8 @@
 
 The providers live as long as the daemon, across reloads: counters are
 keyed by rule id, so a reload that changes a limit keeps them. The file
-(``[state] directory``/state.sqlite) is read at start, before the reactor
+(``[state] directory``/state.sqlite) is shared by every provider with an
+``attach(disk, now)`` method (each under its own kind of row), read at start, before the reactor
 serves, and written by its own thread (`postgate.state.disk`); a stateless
 configuration never opens it. A file that
 cannot be opened is logged once and the state is kept in memory only:
@@ -69,13 +70,18 @@ class EmbeddedState:
         except (OSError, sqlite3.Error) as exc:
             log.error("state_not_persisted", file=str(settings.file), error=repr(exc))  # noqa: TRY400 - the disk, not the code
             return
-        self.store.disk = self.disk = disk
-        try:
-            self.store.load(time.time())
-        except (sqlite3.Error, ValueError) as exc:  # a damaged file: go on with what loaded
-            log.error("state_not_loaded", file=str(settings.file), error=repr(exc))  # noqa: TRY400 - the file, not the code
+        self.disk = disk
+        loaded: dict[str, int] = {}
+        for kind, provider in self.providers.items():
+            attach = getattr(provider, "attach", None)  # the providers that persist
+            if attach is None:
+                continue
+            try:
+                loaded[kind] = attach(disk, time.time())
+            except (sqlite3.Error, ValueError) as exc:  # a damaged file: go on with what loaded
+                log.error("state_not_loaded", file=str(settings.file), kind=kind, error=repr(exc))  # noqa: TRY400 - the file, not the code
         ms = round((time.monotonic() - started) * 1000, 1)
-        log.info("state_loaded", file=str(settings.file), counters=len(self.store.counters), ms=ms)
+        log.info("state_loaded", file=str(settings.file), rows=loaded, ms=ms)
         if self._running:
             disk.start()
 

@@ -33,7 +33,11 @@ def local_providers(
     """One provider per kind of fact the config's checks read, held in memory.
 
     The daemon builds them once and keeps them across reloads (state is keyed
-    by rule id, so a changed limit keeps its counts); ``disk`` persists them.
+    by rule id, so a changed limit keeps its counts). A provider that
+    persists has ``attach(disk, now)``: the daemon calls it with the shared
+    `postgate.state.disk.DiskStore` once a ruleset reads state, and it loads
+    its rows (its own kind) and writes behind from then on. ``disk`` here
+    does the same at once, for tools and tests.
     """
     store = LimitStore(disk, reservation_timeout)
     store.load(now)  # what the file holds that has not expired at ``now``

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from postgate.rules.model import Effect
+    from postgate.state.disk import DiskStore
     from postgate.wire.codec import PolicyRequest
 
     Log = Callable[..., None]
@@ -51,6 +52,11 @@ class LimitFacts:
         self.breached: dict[tuple[str, str], None] = {}
         self._told = False
         self._empty = LimitStore()
+
+    def attach(self, disk: DiskStore, now: float) -> int:
+        """Persist to ``disk`` from now on, after loading what it holds; returns rows loaded."""
+        self.store.disk = disk
+        return self.store.load(now)
 
     def peek(self, name: str, request: PolicyRequest, now: float) -> object:
         _, rule, key = name.split(":", 2)
