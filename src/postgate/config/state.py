@@ -39,7 +39,8 @@ class StateSettings:
         return self.directory / FILE_NAME
 
 
-_KEYS: Final = ("directory", "backend", "reservation_timeout")
+# ``[state.redis]`` belongs to the shared backend, which reads it itself.
+_KEYS: Final = ("directory", "backend", "reservation_timeout", "redis")
 
 
 def default_directory(base_dir: Path) -> Path:
