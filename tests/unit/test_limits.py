@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -294,3 +295,30 @@ def test_replay_counts_each_case_once_even_when_one_fails(tmp_path: Path) -> Non
     argv = ["-c", str(examples / "limits.toml"), str(tmp_path / "c.policy")]
     assert 1 == replay_main(argv, out, io.StringIO())
     assert "expectations: 11 held, 1 failed" in out.getvalue()
+
+
+def test_reservations_always_add_up_whatever_the_order() -> None:
+    """Totals per (rule, key) equal the sum of the holds of the messages in flight."""
+    rng = random.Random(3)
+    store = LimitStore(reservation_timeout=50.0)
+    now = T0
+    for _ in range(5000):
+        now += rng.choice((0.0, 1.0, 30.0))
+        instance, session = f"i{rng.randint(0, 30)}", f"s{rng.randint(0, 5)}"
+        rule, key = rng.choice(("A", "B")), rng.choice(("x", "y"))
+        step = rng.random()
+        if step < 0.5:
+            store.session_seen(session, instance)
+            store.reserve(rule, key, instance, session, rng.randint(1, 4), now)
+        elif step < 0.7:
+            store.charge(rule, (60,), ((key, 1),), instance, now)
+        elif step < 0.85:
+            store.release(instance)
+        else:
+            store.sweep(now)
+        totals: dict[tuple[str, str], int] = {}
+        for flight in store.flights.values():
+            for held, amount in flight.holds.items():
+                totals[held] = totals.get(held, 0) + amount
+        assert totals == {k: v for k, v in store.reserved.items() if v}
+        assert set(store.sessions.values()) <= set(store.flights)
