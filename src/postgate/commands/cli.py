@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO, cast
 
 from postgate import __version__
@@ -44,6 +45,7 @@ commands:
   test     run test_*.policy files (recorded requests with expected answers)
   ask      send one request to a running postgate and print its answer
   status   show what the running daemon is doing (its [control] socket)
+  state    list, show and reset rate-limit counters
 """
 
 
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("test", help="run the test_*.policy files beside a config (test -h)")
     sub.add_parser("ask", help="send one request to a running postgate (ask -h)")
     sub.add_parser("status", help="show what the running daemon is doing (status -h)")
+    sub.add_parser("state", help="list, show and reset rate-limit counters (state -h)")
     return parser
 
 
@@ -111,6 +114,10 @@ def _check(args: argparse.Namespace) -> int:
         return EX_CONFIG
     ruleset = config.ruleset
     print(f"{args.config}: OK, {ruleset.rule_count} rules, digest {ruleset.digest}")
+    from postgate.commands.wiring import needed_lists
+
+    for line in needed_lists(ruleset):
+        print(f"  needs postgate in {line}")
     return 0
 
 
@@ -125,6 +132,10 @@ def _show(args: argparse.Namespace) -> int:
         print("\n".join(legend(ruleset.program)))
         return 0
     for line in ruleset.describe():
+        print(line)
+    from postgate.commands.state import show_lines
+
+    for line in show_lines(config, time.time()):
         print(line)
     return 0
 
@@ -165,6 +176,12 @@ def _status(argv: list[str]) -> int:
     return status_main(argv, sys.stdout, sys.stderr)
 
 
+def _state(argv: list[str]) -> int:
+    from postgate.commands.state import main as state_main
+
+    return state_main(argv, sys.stdout, sys.stderr)
+
+
 _TOOLS: Final = {
     "codes": _codes,
     "replay": _replay,
@@ -172,6 +189,7 @@ _TOOLS: Final = {
     "test": _test,
     "ask": _ask,
     "status": _status,
+    "state": _state,
 }
 
 

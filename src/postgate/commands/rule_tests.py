@@ -33,6 +33,7 @@ from postgate.commands.replay import (
     describe_outcome,
     diff,
     evaluate,
+    fresh_state,
     has_expectation,
     load_cases,
     load_engine,
@@ -163,10 +164,13 @@ def _replay(argv: Sequence[str], out: TextIO, err: TextIO, stdin: TextIO | None)
         return _diff_report(engine, _engine(args.against, err), args, out, stdin)
     cases = _read_all(args.files, stdin)
     now = _clock(args)
-    outcomes = [evaluate(engine, case, trace=args.verbose, now=now) for case in cases]
+    # A stateful ruleset is traced at once: evaluating a case again would
+    # count it twice.
+    traced = args.verbose or engine.config.ruleset.needs_facts
+    outcomes = [evaluate(engine, case, trace=traced, now=now) for case in cases]
     for outcome in outcomes:
         print(describe_outcome(outcome), file=out)
-        for step in outcome.trace:
+        for step in outcome.trace if args.verbose else ():
             print(f"    {step}", file=out)
     print("", *summarize(outcomes), sep="\n", file=out)
     return _verdicts(engine, outcomes, out)
@@ -176,7 +180,11 @@ def _verdicts(engine: Engine, outcomes: Sequence[Outcome], out: TextIO) -> int:
     checked = [o for o in outcomes if has_expectation(o.case)]
     failed = [o for o in checked if check(o)]
     for outcome in failed:
-        traced = evaluate(engine, outcome.case, trace=True, now=outcome.now)
+        traced = (
+            outcome
+            if outcome.trace
+            else evaluate(engine, outcome.case, trace=True, now=outcome.now)
+        )
         print("", describe_failure(traced), sep="\n", file=out)
     if not checked:
         return 0
@@ -315,7 +323,7 @@ def _test_file(
     try:
         if config not in tally.engines:
             tally.engines[config] = _engine(config, err)
-        engine = tally.engines[config]
+        engine = fresh_state(tally.engines[config])
         cases = [case for case in load_cases(path) if has_expectation(case)]
     except LoadError as exc:
         tally.error(exc.status, f"{path}:\n{exc}", err)

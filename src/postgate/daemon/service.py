@@ -28,6 +28,7 @@ from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import THROTTLE, decision_log
 from postgate.daemon.metrics import Metrics
 from postgate.daemon.server import Answerer, PolicyFactory
+from postgate.daemon.state import EmbeddedState
 from postgate.daemon.status import iso, status
 from postgate.daemon.systemd import listen_service
 from postgate.record.blocks import KeyFileError, key_path, load_key
@@ -155,13 +156,14 @@ class Daemon:
     ) -> None:
         self.recorder = Recorder(config.record, reactor)
         self.decisions = decision_log(lambda flush: reactor.callLater(0, flush))
+        self.state = EmbeddedState(config)
         self.answerer = Answerer(
             config,
             structlog.get_logger("postgate").bind(),
             self.recorder,
             decisions=self.decisions,
-            # No rule reads facts yet; state and DNS providers register here.
-            facts=Gatherer({}, reactor),
+            # State and DNS providers register here, under their fact prefix.
+            facts=Gatherer(self.state.providers, reactor),
         )
         self.reactor = reactor
         self._started_with = config
@@ -180,7 +182,9 @@ class Daemon:
             )
         self.control = control.Control(config.control, reactor)
         self.control.register("status", lambda _args: status(self))
+        self.control.register("state", self.state.command)
         self.status_parts: dict[str, Callable[[], object]] = {}  # see daemon.status
+        self.status_parts["state"] = lambda: self.state.status() if self.state.used else None
         # The control and metrics sockets: stopped after the policy listeners drained.
         self.admin = MultiService()
         self.admin.setServiceParent(self.services)
@@ -230,6 +234,7 @@ class Daemon:
         and SIGUSR1 handlers: whoever acts on it may signal us at once.
         """
         self.services.startService()
+        self.state.start()
         _settle_heap()
         self.reactor.callLater(0, self._announce)
 
@@ -299,6 +304,7 @@ class Daemon:
         _settle_heap()
         if config.record != old.record:
             self.recorder.reconfigure(config.record)
+        self.state.reconfigure(config)
         # Against what runs, not only the previous file: a listen that now
         # matches the running listeners (from --listen, say) needs nothing.
         running = {"listen": self.listen}
@@ -350,6 +356,7 @@ class Daemon:
         stopped.addBoth(lambda _: self.timers.stopService())
         stopped.addBoth(lambda _: self.admin.stopService())
         stopped.addBoth(lambda _: self.recorder.close())
+        stopped.addBoth(lambda _: self.state.close())
         return stopped.addCallback(self._stopped)
 
     def _stopped(self, _: object) -> None:

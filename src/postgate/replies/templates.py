@@ -37,6 +37,10 @@ PLACEHOLDERS: Final = (
     "protocol_state",
     "queue_id",
     "rule",
+    # Filled by a rule's limit (docs/rules.md, Rate limits); "unknown" elsewhere.
+    "limit",
+    "window",
+    "retry",
 )
 
 _TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")

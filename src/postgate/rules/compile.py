@@ -24,6 +24,7 @@ from postgate.rules.checks import COMPILERS
 from postgate.rules.conditions import Context, attribute_error, compile_condition
 from postgate.rules.engine import Ruleset
 from postgate.rules.facts import fold
+from postgate.rules.limits import EOM, NEVER_CHARGED
 from postgate.rules.lists import load_lists
 from postgate.rules.model import DEFAULT_RULE, Group, Node, Rule
 from postgate.rules.shortcuts import SHORTCUTS, Expansion, expand
@@ -109,6 +110,8 @@ class _Compiler:
             where = _key_place(table, place, ("action", "reply"))
             header_action_problem(action, states, where, self.ctx.problems)
         checks = self._checks(table, place)
+        if "limit" in table and states is not None and EOM not in states:
+            self.ctx.problems.warn(f"{place}.state", NEVER_CHARGED)
         if rule_id is None or conditions is None or action is None or checks is None:
             return None
         kind = next((key for key in SHORTCUTS if key in table), "")
@@ -237,10 +240,13 @@ class _Compiler:
         for key in ("default", "default_reply"):
             if key in table:
                 self.ctx.error(f"{place}.{key}", "only a group (with rules = [...]) has a default")
-        required = shortcut is False  # a broken shortcut was reported already
+        # A broken shortcut was reported already; a limit answers rate_limited.
+        required = shortcut is False and "limit" not in table
         found = self._one_action(table, place, ("action", "reply"), required=required)
         if isinstance(found, Action):
             return found
+        if found is None and "limit" in table:
+            return named_reply("rate_limited")
         if found is None and isinstance(shortcut, Expansion):
             return self._default(shortcut, place)
         return None
