@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.dns import DnsConfig, parse_dns
 from postgate.config.places import locate
 from postgate.config.problems import ConfigError, Problem, Problems
 from postgate.config.record import RecordSettings, parse_record_settings
@@ -38,7 +39,7 @@ LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
 ENDPOINT_TYPES: Final = ("tcp", "tcp6", "unix", "systemd")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
-TOP_LEVEL: Final = ("daemon", "lists", "rules", "record")
+TOP_LEVEL: Final = ("daemon", "lists", "rules", "record", "dns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class Config:
     ruleset: Ruleset
     warnings: tuple[Problem, ...] = ()
     record: RecordSettings = RecordSettings()  # noqa: RUF009 - frozen, shared default is safe
+    dns: DnsConfig = DnsConfig()  # noqa: RUF009 - frozen, shared default is safe
 
 
 def load_config(path: Path) -> Config:
@@ -95,11 +97,12 @@ def load_config(path: Path) -> Config:
     )
     daemon = _daemon(doc.get("daemon", {}), problems)
     record = _record(doc.get("record", {}), path.parent, problems)
+    dns = parse_dns(doc.get("dns"), daemon.deadline, problems)
     ruleset = compile_ruleset(doc, path.parent, problems)
     locate(problems.errors, doc, text or "", str(path))
     locate(problems.warnings, doc, text or "", str(path))
     problems.raise_if_any()
-    return Config(path, daemon, ruleset, tuple(problems.warnings), record)
+    return Config(path, daemon, ruleset, tuple(problems.warnings), record, dns)
 
 
 def _record(raw: Any, base_dir: Path, p: Problems) -> RecordSettings:

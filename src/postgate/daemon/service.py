@@ -23,12 +23,14 @@ from twisted.python.failure import Failure
 
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
+from postgate.daemon.dns import DnsProvider
 from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import THROTTLE, decision_log
 from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.systemd import listen_service
 from postgate.record.blocks import KeyFileError, key_path, load_key
 from postgate.record.recorder import Recorder
+from postgate.rules.dnsbl import PREFIX as DNS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -146,14 +148,15 @@ class Daemon:
         listen: tuple[str, ...] = (),
     ) -> None:
         self.recorder = Recorder(config.record, reactor)
+        self.dns = DnsProvider(config.dns, reactor)  # lookups, cache hits, ...: self.dns.lookups
         self.decisions = decision_log(lambda flush: reactor.callLater(0, flush))
         self.answerer = Answerer(
             config,
             structlog.get_logger("postgate").bind(),
             self.recorder,
             decisions=self.decisions,
-            # No rule reads facts yet; state and DNS providers register here.
-            facts=Gatherer({}, reactor),
+            # State and DNS providers register here, under their fact prefix.
+            facts=Gatherer({DNS: self.dns}, reactor),
         )
         self.reactor = reactor
         self.notify = notify
@@ -256,6 +259,7 @@ class Daemon:
         for warning in config.warnings:
             log.warning("config_warning", problem=str(warning))
         _settle_heap()
+        self.dns.configure(config.dns)
         if config.record != old.record:
             self.recorder.reconfigure(config.record)
         # Against what runs, not only the previous file: a listen that now

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.rules import dnsbl
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 
 # key in a [[rules]] table -> its compiler (value, place, context); None when
 # the value is broken, after reporting it to the context's problems.
-COMPILERS: Final[Mapping[str, CheckCompiler]] = {}
+COMPILERS: Final[Mapping[str, CheckCompiler]] = {
+    "dnsbl": dnsbl.compile_listed,
+    "dnsbl_score": dnsbl.compile_score,
+}
 
 __all__ = ["COMPILERS"]

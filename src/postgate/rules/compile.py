@@ -79,7 +79,12 @@ class _Compiler:
         return tuple(built)
 
     def _warn_unreachable(self, node: Node, raw: list[Any], index: int, place: str) -> None:
-        if isinstance(node, Rule) and not node.conditions and index + 1 < len(raw):
+        if (
+            isinstance(node, Rule)
+            and not node.conditions
+            and not node.checks
+            and index + 1 < len(raw)
+        ):
             self.ctx.problems.warn(place, f"{node.id} always matches: the rules after it never run")
 
     def node(self, table: Any, place: str, depth: int, outer: frozenset[str] | None) -> Node | None:

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from postgate.rules.dnsbl import PREFIX as DNS
+from postgate.state.dns import FixedAnswers
+
 if TYPE_CHECKING:
     from postgate.answer import FactProvider
     from postgate.config.load import Config
 
 
-def local_providers(config: Config) -> dict[str, FactProvider]:  # noqa: ARG001 - filled as checks land
+def local_providers(config: Config) -> dict[str, FactProvider]:
     """One provider per kind of fact the config's checks read, held in memory."""
-    return {}
+    providers: dict[str, FactProvider] = {}
+    # DNS lists: the fixed [dns.answers] table stands in for the resolver.
+    providers[DNS] = FixedAnswers(config.dns.answers)
+    return providers
 
 
 __all__ = ["local_providers"]
