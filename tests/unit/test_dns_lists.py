@@ -7,6 +7,8 @@ decisions ``postgate replay`` and ``postgate test`` make.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,8 +23,6 @@ from postgate.state import local_providers
 from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from postgate.config.load import Config
 
 LISTS = """
@@ -332,3 +332,18 @@ class TestPlaceholders:
             mail(), "R", values
         )
         assert "WARN z.example/4" == rendered
+
+
+class TestDocs:
+    def test_the_rules_page_example_loads_and_decides_as_it_says(self, tmp_path: Path) -> None:
+        page = (Path(__file__).resolve().parents[2] / "docs" / "rules.md").read_text()
+        section = page.split("\n## DNS lists\n", 1)[1].split("\n## ", 1)[0]
+        blocks = re.findall(r"^```toml\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
+        config = load(tmp_path, blocks[1] + blocks[0])
+        listed = answer(config, mail("127.0.0.2"))
+        assert (
+            b"action=554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using "
+            b"zen.spamhaus.org; listed for a test\n\n"
+        ) == listed.wire
+        assert b"Listed with score 1;" in answer(config, mail("192.0.2.10")).wire
+        assert "DEFAULT" == answer(config, mail("192.0.2.3")).rule  # failed: unlisted
