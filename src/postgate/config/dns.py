@@ -9,6 +9,7 @@ and loading goes on, as for every other table. docs/rules.md, DNS lists.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ class DnsList:
     def counts(self, addresses: tuple[str, ...]) -> bool:
         """Whether one of the list's answers lists the name (postscreen_dnsbl_sites' filter)."""
         for text in addresses:
-            address = ipaddress.IPv4Address(text)
+            address = _address(text)
             if address not in LISTING_NET or address in REFUSAL_NET:
                 continue
             if self.mask is not None:
@@ -96,13 +97,21 @@ class DnsList:
         return False
 
 
+@functools.lru_cache(maxsize=1024)
+def _address(text: str) -> ipaddress.IPv4Address:
+    """Parsed once: a handful of listing codes recur in every answer."""
+    return ipaddress.IPv4Address(text)
+
+
 def answer_problem(addresses: tuple[str, ...]) -> str:
     """``refused`` for an operator's refusal code, ``malformed`` for an answer outside 127/8.
 
     Either way the lookup failed: an address that is not a listing code says
     nothing about the client (RFC 5782 section 2.3 keeps codes in 127/8).
     """
-    parsed = [ipaddress.IPv4Address(a) for a in addresses]
+    if not addresses:
+        return ""
+    parsed = [_address(a) for a in addresses]
     if any(a in REFUSAL_NET for a in parsed):
         return "refused"
     if any(a not in LISTING_NET for a in parsed):

@@ -10,9 +10,10 @@ decide purely from the answers (docs/rules.md, DNS lists).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from postgate.config.dns import DnsList, answer_problem, is_domain, parse_dns
@@ -84,16 +85,21 @@ def subject(dns_list: DnsList, request: PolicyRequest) -> str:
 
 def fact_name(dns_list: DnsList, request: PolicyRequest) -> str | None:
     """``dns:ZONE:PREFIX`` for this request, or None when there is nothing to ask."""
-    value = subject(dns_list, request)
-    if dns_list.query == "client_address":
+    return _fact_name(dns_list.query == "client_address", dns_list.zone, subject(dns_list, request))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fact_name(address: bool, zone: str, value: str) -> str | None:
+    """Memoised: a request is walked twice (before and after its facts) and asks per list."""
+    if address:
         prefix = reversed_address(value)
     else:
         prefix = value.lower().rstrip(".")
         if prefix == "unknown" or not is_domain(prefix) or _is_address(prefix):
             prefix = None
-    if prefix is None or len(prefix) + len(dns_list.zone) + 1 > 253:
+    if prefix is None or len(prefix) + len(zone) + 1 > 253:
         return None
-    return f"{PREFIX}:{dns_list.zone}:{prefix}"
+    return f"{PREFIX}:{zone}:{prefix}"
 
 
 def _is_address(name: str) -> bool:
@@ -104,31 +110,23 @@ def _is_address(name: str) -> bool:
     return True
 
 
-def result(dns_list: DnsList, request: PolicyRequest, facts: Mapping[str, object]) -> str:
-    """``listed``, ``unlisted`` or ``failed`` for one list and this request."""
-    answer = _answer(dns_list, request, facts)
+def state(dns_list: DnsList, answer: object) -> str:
+    """``listed``, ``unlisted`` or ``failed``: what one list makes of one answer."""
+    if not isinstance(answer, DnsAnswer):
+        return "unlisted"  # nothing was asked (no address, no domain)
     if answer.failure or answer_problem(answer.addresses):
         return "failed"
     return "listed" if dns_list.counts(answer.addresses) else "unlisted"
 
 
-def _answer(dns_list: DnsList, request: PolicyRequest, facts: Mapping[str, object]) -> DnsAnswer:
-    name = fact_name(dns_list, request)
-    found = facts.get(name, NOT_LISTED) if name else NOT_LISTED
-    return found if isinstance(found, DnsAnswer) else NOT_LISTED
-
-
-def listed(dns_list: DnsList, request: PolicyRequest, facts: Mapping[str, object]) -> bool:
+def counts_as_listed(dns_list: DnsList, found: str) -> bool:
     """Listed, with a failed lookup counting as the list's ``on_failure`` says."""
-    found = result(dns_list, request, facts)
     return found == "listed" or (found == "failed" and dns_list.on_failure == "listed")
 
 
-def reply_values(
-    dns_list: DnsList, request: PolicyRequest, facts: Mapping[str, object]
-) -> dict[str, str]:
+def reply_values(dns_list: DnsList, request: PolicyRequest, answer: object) -> dict[str, str]:
     """The placeholders of a listing: zone, TXT text, and what was looked up."""
-    text = _answer(dns_list, request, facts).text
+    text = answer.text if isinstance(answer, DnsAnswer) else ""
     return {
         "dnsbl_zone": dns_list.zone,
         "dnsbl_text": text,
@@ -137,8 +135,30 @@ def reply_values(
     }
 
 
-def _facts(lists: tuple[DnsList, ...], request: PolicyRequest) -> frozenset[str]:
-    return frozenset(name for d in lists if (name := fact_name(d, request)) is not None)
+class _LastRequest:
+    """The fact names of some lists for the last request seen.
+
+    The engine walks a request twice (to name its facts, then to decide with
+    them) and asks each check both times; the names are worked out once.
+    """
+
+    __slots__ = ("facts", "lists", "names", "request")
+
+    def __init__(self, lists: tuple[DnsList, ...]) -> None:
+        self.lists = lists
+        self.request: PolicyRequest | None = None
+        self.names: tuple[str | None, ...] = ()
+        self.facts: frozenset[str] = frozenset()
+
+    def of(self, request: PolicyRequest) -> tuple[str | None, ...]:
+        if request is not self.request:
+            names = tuple(fact_name(d, request) for d in self.lists)
+            self.request, self.names = request, names
+            self.facts = frozenset(name for name in names if name is not None)
+        return self.names
+
+    def answers(self, request: PolicyRequest, facts: Mapping[str, object]) -> list[object]:
+        return [facts.get(name) if name else None for name in self.of(request)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +167,18 @@ class ListCheck:
 
     lists: tuple[DnsList, ...]
     mode: str = "listed"
+    _last: _LastRequest = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_last", _LastRequest(self.lists))
 
     @property
     def text(self) -> str:
         return f"dnsbl {self.mode} {'|'.join(d.name for d in self.lists)}"
 
     def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
-        return _facts(self.lists, request)
+        self._last.of(request)
+        return self._last.facts
 
     def verdict(
         self,
@@ -161,15 +186,26 @@ class ListCheck:
         facts: Mapping[str, object],
         now: float,  # noqa: ARG002 - answers are timeless once gathered
     ) -> Verdict:
-        states = [result(d, request, facts) for d in self.lists]
+        answers = self._last.answers(request, facts)
+        states = [state(d, a) for d, a in zip(self.lists, answers, strict=True)]
         note = ", ".join(f"{d.name} {s}" for d, s in zip(self.lists, states, strict=True))
         if self.mode == "failed":
             return Verdict("failed" in states, note=note)
-        hits = [d for d in self.lists if listed(d, request, facts)]
+        hits = [
+            i
+            for i, (d, s) in enumerate(zip(self.lists, states, strict=True))
+            if counts_as_listed(d, s)
+        ]
         if self.mode == "unlisted":
             return Verdict(not hits, note=note)
-        values = reply_values(hits[0], request, facts) if hits else {}
-        return Verdict(bool(hits), values=values, note=note)
+        if not hits:
+            return Verdict(holds=False, note=note)
+        first = hits[0]
+        return Verdict(
+            holds=True,
+            values=reply_values(self.lists[first], request, answers[first]),
+            note=note,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,13 +214,18 @@ class ScoreCheck:
 
     lists: tuple[DnsList, ...]
     tests: tuple[tuple[str, int], ...]
+    _last: _LastRequest = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_last", _LastRequest(self.lists))
 
     @property
     def text(self) -> str:
         return " and ".join(f"dnsbl_score {COMPARISONS[op]} {n}" for op, n in self.tests)
 
     def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
-        return _facts(self.lists, request)
+        self._last.of(request)
+        return self._last.facts
 
     def verdict(
         self,
@@ -192,15 +233,32 @@ class ScoreCheck:
         facts: Mapping[str, object],
         now: float,  # noqa: ARG002
     ) -> Verdict:
-        hits = [d for d in self.lists if listed(d, request, facts)]
-        score = sum(d.weight for d in hits)
-        holds = all(_OPS[op](score, n) for op, n in self.tests)
-        note = f"score {score}" + "".join(f", {d.name} {d.weight:+d}" for d in hits)
+        answers = self._last.answers(request, facts)
+        hits = [
+            (d, a)
+            for d, a in zip(self.lists, answers, strict=True)
+            if a is not None and a is not NOT_LISTED and counts_as_listed(d, state(d, a))
+        ]
+        if not hits:  # the common case, kept cheap: nothing listed, score 0
+            return self._verdict(0, "score 0", None, request)
+        score = sum(d.weight for d, _ in hits)
+        note = f"score {score}" + "".join(f", {d.name} {d.weight:+d}" for d, _ in hits)
+        return self._verdict(score, note, max(hits, key=lambda hit: hit[0].weight), request)
+
+    def _verdict(
+        self,
+        score: int,
+        note: str,
+        top: tuple[DnsList, object] | None,
+        request: PolicyRequest,
+    ) -> Verdict:
+        for op, limit in self.tests:
+            if not _OPS[op](score, limit):
+                return Verdict(holds=False, note=note)
         values = {"dnsbl_score": str(score)}
-        blocking = sorted((d for d in hits if d.weight > 0), key=lambda d: -d.weight)
-        if blocking:
-            values |= reply_values(blocking[0], request, facts)
-        return Verdict(holds, values=values, note=note)
+        if top is not None and top[0].weight > 0:
+            values |= reply_values(top[0], request, top[1])
+        return Verdict(holds=True, values=values, note=note)
 
 
 def _lists(ctx: Context) -> Mapping[str, DnsList]:
@@ -271,6 +329,6 @@ __all__ = [
     "compile_listed",
     "compile_score",
     "fact_name",
-    "listed",
     "reversed_address",
+    "state",
 ]
