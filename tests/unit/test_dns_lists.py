@@ -18,7 +18,8 @@ from postgate.config.dns import DnsList, parse_dns, parse_server
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError, Problems
 from postgate.replies.parsing import parse_action
-from postgate.rules.dnsbl import fact_name, reversed_address
+from postgate.rules.dnsbl import NOT_LISTED, fact_name, reversed_address
+from postgate.rules.model import Needs
 from postgate.state import local_providers
 from postgate.wire.codec import PolicyRequest
 
@@ -347,3 +348,22 @@ class TestDocs:
         ) == listed.wire
         assert b"Listed with score 1;" in answer(config, mail("192.0.2.10")).wire
         assert "DEFAULT" == answer(config, mail("192.0.2.3")).rule  # failed: unlisted
+
+
+class TestOneWalk:
+    def test_facts_at_hand_decide_in_the_first_walk(self, tmp_path: Path) -> None:
+        config = load(tmp_path, LISTS + RULES)
+        asked: list[frozenset[str]] = []
+
+        def held(names: frozenset[str]) -> dict[str, object]:
+            asked.append(names)
+            return dict.fromkeys(names, NOT_LISTED)
+
+        decision = config.ruleset.decide_with(mail("192.0.2.99"), None, 0.0, peek=held)
+        assert ("DEFAULT", 1) == (getattr(decision, "rule", None), len(asked))
+
+    def test_facts_not_at_hand_are_named_for_gathering(self, tmp_path: Path) -> None:
+        config = load(tmp_path, LISTS + RULES)
+        needs = config.ruleset.decide_with(mail("192.0.2.99"), None, 0.0, peek=lambda _: None)
+        assert isinstance(needs, Needs)
+        assert "dns:zen.example:99.2.0.192" in needs.facts

@@ -9,6 +9,7 @@ Twisted; `FixedAnswers` is what ``replay`` and ``test`` decide with: the
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -34,8 +35,9 @@ TIMED_OUT: Final = DnsAnswer(failure="timeout")
 SKIPPED: Final = DnsAnswer(failure="breaker")
 
 
+@functools.lru_cache(maxsize=4096)
 def split_fact(name: str) -> tuple[str, str]:
-    """(zone, query name) of a ``dns:ZONE:PREFIX`` fact."""
+    """(zone, query name) of a ``dns:ZONE:PREFIX`` fact; memoised, as names recur."""
     _, zone, prefix = name.split(":", 2)
     return zone, f"{prefix}.{zone}"
 
