@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from structlog.testing import capture_logs
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.names import dns, error
@@ -209,3 +210,16 @@ class TestProvider:
         assert NOT_LISTED == dns_list.peek(NAME, REQUEST, 0.0)
         dns_list.configure(DnsConfig(deadline=0.4))
         assert ABSENT is dns_list.peek(NAME, REQUEST, 0.0)
+
+    def test_a_slow_zone_is_logged_once_not_per_request(self) -> None:
+        dns_list, resolver, reactor = provider()
+        with capture_logs() as logs:
+            for index, prefix in enumerate(("3.0.0.127", "4.0.0.127")):
+                asked = dns_list.fetch(f"dns:bl.example:{prefix}", REQUEST, 0.0)
+                reactor.advance(0.6)  # past the deadline
+                resolver.pending[index].errback(nxdomain(60))  # late: cached, still slow
+                assert TIMED_OUT == got(asked)
+            asked = dns_list.fetch(NAME, REQUEST, 0.0)
+            resolver.pending[-1].errback(nxdomain(60))  # in time: the outage ends
+            assert NOT_LISTED == got(asked)
+        assert ["dns_list_failing", "dns_list_recovered"] == [e["event"] for e in logs]

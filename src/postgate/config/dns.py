@@ -48,6 +48,7 @@ DNS_KEYS: Final = (
 LIST_KEYS: Final = ("zone", "query", "answers", "mask", "weight", "on_failure")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_DOT_OUTSIDE: Final = re.compile(r"\.(?![^\[]*\])")
 _OCTET: Final = re.compile(r"(\d{1,3})|\[(\d{1,3})\.\.(\d{1,3})\]|\[(\d{1,3}(?:;\d{1,3})*)\]")
 # DNSBL operators answer 127.255.255.0/24 when they refuse a query (Spamhaus:
 # 127.255.255.254 for a query through a public resolver): an error, not a listing.
@@ -284,18 +285,13 @@ def is_domain(name: str) -> bool:
 
 
 def _pattern(text: str, place: str, p: Problems) -> AnswerPattern | None:
-    parts = re.fullmatch(rf"({_OCTET.pattern})\.({_OCTET.pattern})\.({_OCTET.pattern})\.(.*)", text)
-    octets = []
-    for part in [parts.group(1), parts.group(6), parts.group(11), parts.group(16)] if parts else []:
-        found = _OCTET.fullmatch(part)
-        ranges = _ranges(found) if found else None
-        if ranges is None:
-            break
-        octets.append(ranges)
-    if len(octets) != 4:
+    parts = _DOT_OUTSIDE.split(text)  # the dots of "[2..11]" do not separate octets
+    octets = [_ranges(found) if (found := _OCTET.fullmatch(part)) else None for part in parts]
+    if len(octets) != 4 or None in octets:
         p.error(place, f"{text!r} is not an answer pattern like 127.0.0.2 or 127.0.0.[2..11]")
         return None
-    return AnswerPattern(text, (octets[0], octets[1], octets[2], octets[3]))
+    a, b, c, d = (o for o in octets if o is not None)
+    return AnswerPattern(text, (a, b, c, d))
 
 
 def _ranges(found: re.Match[str]) -> Octets | None:

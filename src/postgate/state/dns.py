@@ -202,7 +202,10 @@ class Lookups:
         stats.latency_count += 1
         stats.latency_max = max(stats.latency_max, took)
         self.cache.put(qname, answer, now + self.ttl(ttl))
-        if self.breaker.succeeded(zone) or zone in self._failing:
+        closed = self.breaker.succeeded(zone)
+        # An answer after the deadline fills the cache but does not end an
+        # outage: a zone that is merely slow would log every request otherwise.
+        if closed or (zone in self._failing and took <= self.config.deadline):
             self._failing.discard(zone)
             log.info("dns_list_recovered", zone=zone)
 
