@@ -85,7 +85,10 @@ def subject(dns_list: DnsList, request: PolicyRequest) -> str:
 
 def fact_name(dns_list: DnsList, request: PolicyRequest) -> str | None:
     """``dns:ZONE:PREFIX`` for this request, or None when there is nothing to ask."""
-    return _fact_name(dns_list.query == "client_address", dns_list.zone, subject(dns_list, request))
+    value = subject(dns_list, request)
+    if len(value) > 253:  # no DNS name; and a client's long value stays out of the memo
+        return None
+    return _fact_name(dns_list.query == "client_address", dns_list.zone, value)
 
 
 @functools.lru_cache(maxsize=4096)
