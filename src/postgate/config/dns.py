@@ -156,7 +156,7 @@ def parse_dns(raw: Any, daemon_deadline: float, p: Problems) -> DnsConfig:
     """The ``[dns]`` table, every problem reported; defaults where a value is bad."""
     base = DnsConfig()
     if raw is None:
-        return base
+        raw = {}  # the defaults, the deadline still bounded by daemon.deadline
     if not isinstance(raw, dict):
         p.error("dns", "must be a table ([dns])")
         return base
