@@ -367,3 +367,14 @@ class TestOneWalk:
         needs = config.ruleset.decide_with(mail("192.0.2.99"), None, 0.0, peek=lambda _: None)
         assert isinstance(needs, Needs)
         assert "dns:zen.example:99.2.0.192" in needs.facts
+
+    def test_facts_peeked_before_a_missing_one_are_named_with_it(self, tmp_path: Path) -> None:
+        def only_zen(names: frozenset[str]) -> dict[str, object] | None:
+            return None if any("dbl" in n for n in names) else dict.fromkeys(names, NOT_LISTED)
+
+        rules = '[[rules]]\nid = "Z"\ndnsbl = "zen"\naction = "REJECT"\n'
+        rules += '[[rules]]\nid = "D"\ndnsbl = "dbl"\naction = "REJECT"\n'
+        config = load(tmp_path, LISTS + rules)
+        needs = config.ruleset.decide_with(mail("192.0.2.99"), None, 0.0, peek=only_zen)
+        assert isinstance(needs, Needs)
+        assert {"dns:zen.example:99.2.0.192", "dns:dbl.example:ok.example"} == needs.facts

@@ -55,6 +55,7 @@ class _Walk:
         "missing",
         "now",
         "peek",
+        "peeked",
         "raw",
         "request",
     )
@@ -72,6 +73,7 @@ class _Walk:
         self.failing, self.lines, self.peek = failing, lines, peek
         self.effects: list[Effect] = []
         self.missing: set[str] = set()
+        self.peeked: set[str] = set()  # named again with the missing, for one gathering
 
     def say(self, depth: int, text: str) -> None:
         if self.lines is not None and not self.missing:
@@ -99,6 +101,7 @@ class _Walk:
             held = self.peek(needed - self.facts.keys())
             if held is not None:  # all at hand (a cache, memory): no second walk
                 self.facts = {**self.facts, **held}
+                self.peeked |= held.keys()
         if self.missing or not needed <= self.facts.keys():
             self.missing |= needed - self.facts.keys()
             return None
@@ -190,7 +193,7 @@ class Ruleset:
         walk = _Walk(request, facts or _NO_FACTS, now, self.failing, said, peek)
         found = walk.nodes(self.nodes, 0)
         if walk.missing:
-            return Needs(frozenset(walk.missing))
+            return Needs(frozenset(walk.missing | walk.peeked))
         if found is None:
             walk.say(0, f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
             found = self.default_decision
