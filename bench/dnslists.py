@@ -61,6 +61,7 @@ servers = ["{server}"]
 deadline = {deadline}
 query_timeout = 3.0
 cache_size = 200000
+min_ttl = 3600  # warm stays warm for the whole run
 
 [dns.lists.zen]
 zone = "zen.example"
