@@ -183,6 +183,10 @@ class Postfwd:
     variant: str  # "postfwd1" or "postfwd2"
     lists: Path
     name: str
+    # The reference ruleset has no DNS item; the DNS-list benchmark passes others,
+    # and a prefix (a private mount namespace) for the command.
+    options: tuple[str, ...] = ("--nodns",)
+    prefix: tuple[str, ...] = ()
 
     @property
     def program(self) -> Path:
@@ -210,9 +214,10 @@ class Postfwd:
             else ["--interface", "127.0.0.1", "--port", str(endpoint.port)]
         )
         argv = [
+            *self.prefix,
             str(self.program),
             "--daemon",
-            "--nodns",
+            *self.options,
             "-f",
             str(self.ruleset(workdir)),
             *where,

@@ -166,14 +166,19 @@ def decide(
     facts: Mapping[str, object] | None = None,
     *,
     trace: bool = False,
+    peek: Callable[[frozenset[str]], Mapping[str, object] | None] | None = None,
 ) -> Answer | Needs:
-    """Decide ``request`` under ``config`` at ``now``: pure, total, I/O-free."""
+    """Decide ``request`` under ``config`` at ``now``: pure, total, I/O-free.
+
+    ``peek`` (from `settle`) hands the walk facts held in memory as it meets
+    them, so that a warm cache costs one walk, not two.
+    """
     ruleset = config.ruleset
     try:
         decision = (
             ruleset.program(request.raw)
             if facts is None and not trace and not ruleset.needs_facts
-            else ruleset.decide_with(request, facts, now, trace=trace)
+            else ruleset.decide_with(request, facts, now, trace=trace, peek=peek)
         )
         if isinstance(decision, Needs):
             return decision
@@ -215,7 +220,11 @@ def settle(
     Returns `Needs` when the source would have to wait (the daemon then
     gathers); `replay` gives a source that never waits.
     """
-    answer = decide(config, request, now, trace=trace)
+
+    def peek(names: frozenset[str]) -> Mapping[str, object] | None:
+        return source.ready(names, request, now)
+
+    answer = decide(config, request, now, trace=trace, peek=peek)
     facts: dict[str, object] = {}
     for _ in range(MAX_ROUNDS):
         if isinstance(answer, Answer):

@@ -363,6 +363,9 @@ def named_expectation(case: Case) -> str:
         return "250 2.1.5 Ok" if case.state == "RCPT" else "250 2.0.0 Ok: queued as <id>"
     code = str(action.code) if action.verb is Verb.CODE else "450"
     text = action.text.replace("{client_address}", CLIENT.addr)
+    # dnsbl_listed without a DNS-list check: Postfix's wording, zone unknown, no TXT
+    text = text.replace("{dnsbl_what}", f"Client host [{CLIENT.addr}]")
+    text = text.replace("{dnsbl_zone}", "unknown").replace("{dnsbl_reason}", "")
     where = {"RCPT": (case.recipient, "Recipient address"), "DATA": ("DATA", "Data command")}
     name, what = where.get(case.state, ("END-OF-MESSAGE", "End-of-data"))
     return f"{code} {in_context(action.dsn or '', case.state)} <{name}>: {what} rejected: {text}"

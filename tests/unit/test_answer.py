@@ -52,6 +52,7 @@ class ScoreRules(Ruleset):
         now: float,
         *,
         trace: bool = False,
+        peek: object = None,
     ) -> Decision | Needs:
         if not facts or "test:score" not in facts:
             return Needs(frozenset({"test:score"}))

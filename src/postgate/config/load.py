@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.dns import DnsConfig, parse_dns
 from postgate.config.ops import (
     ControlSettings,
     LogSettings,
@@ -47,7 +48,17 @@ LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
 ENDPOINT_TYPES: Final = ("tcp", "tcp6", "unix", "systemd")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
-TOP_LEVEL: Final = ("daemon", "lists", "rules", "record", "control", "metrics", "log", "state")
+TOP_LEVEL: Final = (
+    "daemon",
+    "lists",
+    "rules",
+    "record",
+    "control",
+    "metrics",
+    "log",
+    "state",
+    "dns",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,7 @@ class Config:
     metrics: MetricsSettings = MetricsSettings()  # noqa: RUF009 - frozen, shared default is safe
     log: LogSettings = LogSettings()  # noqa: RUF009 - frozen, shared default is safe
     state: StateSettings = StateSettings()  # noqa: RUF009 - frozen, shared default is safe
+    dns: DnsConfig = DnsConfig()  # noqa: RUF009 - frozen, shared default is safe
 
 
 def load_config(path: Path) -> Config:
@@ -114,11 +126,12 @@ def load_config(path: Path) -> Config:
         parse_log(doc.get("log", {}), problems, path.parent),
     )
     state = _state(doc.get("state", {}), path.parent, problems)
+    dns = parse_dns(doc.get("dns"), daemon.deadline, problems)
     ruleset = compile_ruleset(doc, path.parent, problems)
     locate(problems.errors, doc, text or "", str(path))
     locate(problems.warnings, doc, text or "", str(path))
     problems.raise_if_any()
-    return Config(path, daemon, ruleset, tuple(problems.warnings), record, *ops, state)
+    return Config(path, daemon, ruleset, tuple(problems.warnings), record, *ops, state, dns)
 
 
 def _state(raw: Any, base_dir: Path, p: Problems) -> StateSettings:

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
 from postgate.daemon import control
+from postgate.daemon.dns import DnsProvider
 from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import THROTTLE, decision_log
 from postgate.daemon.metrics import Metrics
@@ -33,6 +34,7 @@ from postgate.daemon.status import iso, status
 from postgate.daemon.systemd import listen_service
 from postgate.record.blocks import KeyFileError, key_path, load_key
 from postgate.record.recorder import Recorder
+from postgate.rules.dnsbl import PREFIX as DNS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -155,6 +157,7 @@ class Daemon:
         listen: tuple[str, ...] = (),
     ) -> None:
         self.recorder = Recorder(config.record, reactor)
+        self.dns = DnsProvider(config.dns, reactor)  # lookups, cache hits, ...: self.dns.lookups
         self.decisions = decision_log(lambda flush: reactor.callLater(0, flush))
         self.state = EmbeddedState(config)
         self.answerer = Answerer(
@@ -163,7 +166,7 @@ class Daemon:
             self.recorder,
             decisions=self.decisions,
             # State and DNS providers register here, under their fact prefix.
-            facts=Gatherer(self.state.providers, reactor),
+            facts=Gatherer({**self.state.providers, DNS: self.dns}, reactor),
         )
         self.reactor = reactor
         self._started_with = config
@@ -302,6 +305,7 @@ class Daemon:
         for warning in config.warnings:
             log.warning("config_warning", problem=str(warning))
         _settle_heap()
+        self.dns.configure(config.dns)
         if config.record != old.record:
             self.recorder.reconfigure(config.record)
         self.state.reconfigure(config)

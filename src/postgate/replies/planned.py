@@ -19,10 +19,6 @@ _GREY: Final = (
     "greylisting is not supported yet: keep postgrey "
     "(check_policy_service inet:127.0.0.1:10023) beside postgate"
 )
-_DNS: Final = (
-    "DNS lists are not supported yet: keep Postfix's reject_rbl_client and "
-    "reject_rhsbl_sender in smtpd_recipient_restrictions beside postgate"
-)
 _SPF: Final = "SPF checks are not supported yet: keep postfix-policyd-spf-python beside postgate"
 _CONNECTIONS: Final = (
     "connection counting is not supported yet: use Postfix's smtpd_client_connection_count_limit"
@@ -33,7 +29,6 @@ KEYS: Final = MappingProxyType(
     {
         **dict.fromkeys(("rate", "rate_limit", "ratelimit", "rates", "limits", "quota"), _RATE),
         **dict.fromkeys(("greylist", "greylisting", "greylisted"), _GREY),
-        **dict.fromkeys(("rbl", "dnsbl", "rhsbl", "dnswl", "dns_list", "rbl_client"), _DNS),
         "spf": _SPF,
     }
 )
@@ -43,8 +38,6 @@ REPLIES: Final = MappingProxyType(
     {
         "too_many_connections": _CONNECTIONS,
         "greylisted": _GREY,
-        "dnsbl_listed": _DNS,
-        "dnsbl_lookup_failed": _DNS,
         "spf_fail": _SPF,
         "spf_temperror": _SPF,
         "spf_permerror": _SPF,

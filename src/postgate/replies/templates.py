@@ -41,6 +41,12 @@ PLACEHOLDERS: Final = (
     "limit",
     "window",
     "retry",
+    # Filled by a DNS-list check (docs/rules.md, DNS lists).
+    "dnsbl_zone",
+    "dnsbl_text",
+    "dnsbl_reason",
+    "dnsbl_what",
+    "dnsbl_score",
 )
 
 _TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -68,7 +74,7 @@ class Template:
         parts = [self.head, " ", self.literals[0]]
         for name, literal in zip(self.names, self.literals[1:], strict=True):
             if values and name in values:
-                parts += (sanitise(values[name]), literal)
+                parts += (sanitise(values[name], ""), literal)  # a check's "" stays empty
             else:
                 parts += (_value(name, request, rule_id), literal)
         line = "".join(parts)
@@ -148,6 +154,8 @@ _GETTERS: Final[Mapping[str, Callable[[PolicyRequest, str], str]]] = MappingProx
         "rule": lambda _, rule_id: rule_id,
         "sender_domain": lambda request, _: _domain(request.get("sender")),
         "recipient_domain": lambda request, _: _domain(request.get("recipient")),
+        # Postfix's reject_rbl_client wording when no DNS-list check filled it.
+        "dnsbl_what": lambda request, _: f"Client host [{request.get('client_address')}]",
     }
 )
 
@@ -155,6 +163,8 @@ _GETTERS: Final[Mapping[str, Callable[[PolicyRequest, str], str]]] = MappingProx
 def _value(name: str, request: PolicyRequest, rule_id: str) -> str:
     getter = _GETTERS.get(name)
     raw = getter(request, rule_id) if getter else request.get(name)
+    if name in ("dnsbl_reason", "dnsbl_text"):
+        return sanitise(raw, "")  # no TXT: Postfix leaves the reason out
     return sanitise(raw, "<>" if name == "sender" else "unknown")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.rules import dnsbl
 from postgate.rules.limits import compile_limit
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 # the value is broken, after reporting it to the context's problems.
 COMPILERS: Final[Mapping[str, CheckCompiler]] = {
     "limit": compile_limit,
+    "dnsbl": dnsbl.compile_listed,
+    "dnsbl_score": dnsbl.compile_score,
 }
 
 __all__ = ["COMPILERS"]

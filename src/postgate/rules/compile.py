@@ -88,6 +88,7 @@ class _Compiler:
             isinstance(node, Rule)
             and not node.conditions
             and not node.observe
+            and not node.checks
             and index + 1 < len(raw)
         ):
             self.ctx.problems.warn(place, f"{node.id} always matches: the rules after it never run")

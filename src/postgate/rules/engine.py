@@ -21,7 +21,7 @@ from postgate.rules.model import DEFAULT_RULE, Decision, Needs, Rule
 from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from postgate.replies.model import Action
     from postgate.rules.lists import NamedList
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from postgate.rules.model import Check, Effect, Group, Node
     from postgate.rules.program import FirstFailing, Program
     from postgate.wire.codec import PolicyRequest
+
+    Peek = Callable[[frozenset[str]], Mapping[str, object] | None]
 
 _INDENT: Final = "    "
 _NO_FACTS: Final[Mapping[str, object]] = MappingProxyType({})
@@ -53,6 +55,8 @@ class _Walk:
         "missing",
         "now",
         "observed",
+        "peek",
+        "peeked",
         "raw",
         "request",
     )
@@ -64,12 +68,14 @@ class _Walk:
         now: float,
         failing: Mapping[str, FirstFailing],
         lines: list[str] | None,
+        peek: Peek | None = None,
     ) -> None:
         self.request, self.raw, self.facts, self.now = request, request.raw, facts, now
-        self.failing, self.lines = failing, lines
+        self.failing, self.lines, self.peek = failing, lines, peek
         self.effects: list[Effect] = []
         self.missing: set[str] = set()
         self.observed: list[Decision] = []
+        self.peeked: set[str] = set()  # named again with the missing, for one gathering
 
     def say(self, depth: int, text: str) -> None:
         if self.lines is not None and not self.missing:
@@ -79,7 +85,8 @@ class _Walk:
         for node in nodes:
             failed = self.failing[node.id](self.raw)
             if failed >= 0:
-                self.say(depth, f"{node.id}: failed: {node.conditions[failed].text}")
+                if self.lines is not None:  # the text is built only for a trace
+                    self.say(depth, f"{node.id}: failed: {node.conditions[failed].text}")
                 continue
             found = self.rule(node, depth) if isinstance(node, Rule) else self.group(node, depth)
             if found is not None:
@@ -90,6 +97,11 @@ class _Walk:
         if not rule.checks:
             return self.decided(rule, rule.decision, depth)
         needed = frozenset().union(*(c.facts(self.request, self.now) for c in rule.checks))
+        if self.peek is not None and not self.missing and not needed <= self.facts.keys():
+            held = self.peek(needed - self.facts.keys())
+            if held is not None:  # all at hand (a cache, memory): no second walk
+                self.facts = {**self.facts, **held}
+                self.peeked |= held.keys()
         if self.missing or not needed <= self.facts.keys():
             self.missing |= needed - self.facts.keys()
             return None
@@ -99,10 +111,11 @@ class _Walk:
             verdict = check.verdict(self.request, self.facts, self.now)
             self.effects += verdict.effects
             values.update(verdict.values)
-            said = ("holds" if verdict.holds else "does not hold") + (
-                f" ({verdict.note})" if verdict.note else ""
-            )
-            self.say(depth, f"{rule.id}: {check.text}: {said}")
+            if self.lines is not None:
+                said = ("holds" if verdict.holds else "does not hold") + (
+                    f" ({verdict.note})" if verdict.note else ""
+                )
+                self.say(depth, f"{rule.id}: {check.text}: {said}")
             holds = holds and verdict.holds
         if not holds:
             return None
@@ -113,11 +126,13 @@ class _Walk:
             self.say(depth, f"{rule.id}: matched, observed (not answered) -> {rule.action.line}")
             self.observed.append(decision)
             return None
-        self.say(depth, f"{rule.id}: matched -> {rule.action.line}")
+        if self.lines is not None:  # the text is built only for a trace
+            self.say(depth, f"{rule.id}: matched -> {rule.action.line}")
         return decision
 
     def group(self, group: Group, depth: int) -> Decision | None:
-        self.say(depth, f"{group.id}: group matched, trying its rules")
+        if self.lines is not None:
+            self.say(depth, f"{group.id}: group matched, trying its rules")
         found = self.nodes(group.children, depth + 1)
         if found is None and group.decision is not None:
             line = group.decision.action.line
@@ -178,12 +193,18 @@ class Ruleset:
         now: float,
         *,
         trace: bool = False,
+        peek: Peek | None = None,
     ) -> Decision | Needs:
-        """Decide with the facts gathered so far, or say which are still needed."""
-        walk = _Walk(request, facts or _NO_FACTS, now, self.failing, [] if trace else None)
+        """Decide with the facts gathered so far, or say which are still needed.
+
+        ``peek(names)`` gives facts held without waiting (all of them, or None):
+        with it, a request whose facts are all at hand is decided in one walk.
+        """
+        said: list[str] | None = [] if trace else None
+        walk = _Walk(request, facts or _NO_FACTS, now, self.failing, said, peek)
         found = walk.nodes(self.nodes, 0)
         if walk.missing:
-            return Needs(frozenset(walk.missing))
+            return Needs(frozenset(walk.missing | walk.peeked))
         if found is None:
             walk.say(0, f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
             found = self.default_decision

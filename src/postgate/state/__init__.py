@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from postgate.rules.dnsbl import PREFIX as DNS
+from postgate.state.dns import FixedAnswers
 from postgate.state.limit_facts import LimitFacts
 from postgate.state.limits import LimitStore
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def local_providers(
-    config: Config,  # noqa: ARG001 - the providers are the same for every config
+    config: Config,
     *,
     disk: DiskStore | None = None,
     log: Callable[..., None] | None = None,
@@ -42,7 +44,9 @@ def local_providers(
     store = LimitStore(disk, reservation_timeout)
     store.load(now)  # what the file holds that has not expired at ``now``
     limits = LimitFacts(store) if log is None else LimitFacts(store, log)
-    return {"limit": limits}
+    # DNS lists: the fixed [dns.answers] table stands in for the resolver
+    # (the daemon replaces it with its own, `postgate.daemon.dns`).
+    return {"limit": limits, DNS: FixedAnswers(config.dns.answers)}
 
 
 __all__ = ["local_providers"]
