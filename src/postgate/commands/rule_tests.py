@@ -38,6 +38,7 @@ from postgate.commands.replay import (
     load_engine,
     load_text,
     policy_files,
+    state_summary,
     summarize,
 )
 from postgate.config.load import DEFAULT_PATH
@@ -168,7 +169,7 @@ def _replay(argv: Sequence[str], out: TextIO, err: TextIO, stdin: TextIO | None)
         print(describe_outcome(outcome), file=out)
         for step in outcome.trace:
             print(f"    {step}", file=out)
-    print("", *summarize(outcomes), sep="\n", file=out)
+    print("", *summarize(outcomes), *state_summary(engine), sep="\n", file=out)
     return _verdicts(engine, outcomes, out)
 
 

@@ -29,6 +29,7 @@ from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.systemd import listen_service
 from postgate.record.blocks import KeyFileError, key_path, load_key
 from postgate.record.recorder import Recorder
+from postgate.state import local_providers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -152,8 +153,8 @@ class Daemon:
             structlog.get_logger("postgate").bind(),
             self.recorder,
             decisions=self.decisions,
-            # No rule reads facts yet; state and DNS providers register here.
-            facts=Gatherer({}, reactor),
+            # State and DNS providers register here.
+            facts=Gatherer(local_providers(config), reactor),
         )
         self.reactor = reactor
         self.notify = notify

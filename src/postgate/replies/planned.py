@@ -1,6 +1,6 @@
 """Features postgate does not have yet, and what to run beside it meanwhile.
 
-A postfwd or policyd admin writes ``rate = ...`` or ``reply = "greylisted"``
+A postfwd or policyd admin writes ``rate = ...`` or ``reply = "rate_limited"``
 first; a did-you-mean towards some other key would hide that the feature is
 missing. Config keys and the named replies that belong to these features
 are refused with the sentence below instead. Imports nothing from postgate.
@@ -15,10 +15,6 @@ _RATE: Final = (
     "rate limits are not supported yet: keep policyd-rate-limit (or postfwd's rate "
     "limits) in smtpd_recipient_restrictions beside postgate"
 )
-_GREY: Final = (
-    "greylisting is not supported yet: keep postgrey "
-    "(check_policy_service inet:127.0.0.1:10023) beside postgate"
-)
 _DNS: Final = (
     "DNS lists are not supported yet: keep Postfix's reject_rbl_client and "
     "reject_rhsbl_sender in smtpd_recipient_restrictions beside postgate"
@@ -32,7 +28,6 @@ _CONNECTIONS: Final = (
 KEYS: Final = MappingProxyType(
     {
         **dict.fromkeys(("rate", "rate_limit", "ratelimit", "rates", "limit"), _RATE),
-        **dict.fromkeys(("greylist", "greylisting", "greylisted"), _GREY),
         **dict.fromkeys(("rbl", "dnsbl", "rhsbl", "dnswl", "dns_list", "rbl_client"), _DNS),
         "spf": _SPF,
     }
@@ -45,7 +40,6 @@ REPLIES: Final = MappingProxyType(
         "mailbox_rate_limited": _RATE,
         "mail_flood": _RATE,
         "too_many_connections": _CONNECTIONS,
-        "greylisted": _GREY,
         "dnsbl_listed": _DNS,
         "dnsbl_lookup_failed": _DNS,
         "spf_fail": _SPF,

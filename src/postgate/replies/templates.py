@@ -37,6 +37,7 @@ PLACEHOLDERS: Final = (
     "protocol_state",
     "queue_id",
     "rule",
+    "retry",  # filled by a greylist rule: seconds until a retry passes
 )
 
 _TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.rules import greylist
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -21,6 +23,13 @@ if TYPE_CHECKING:
 
 # key in a [[rules]] table -> its compiler (value, place, context); None when
 # the value is broken, after reporting it to the context's problems.
-COMPILERS: Final[Mapping[str, CheckCompiler]] = {}
+COMPILERS: Final[Mapping[str, CheckCompiler]] = {
+    greylist.KEY: greylist.compile_greylist,
+}
 
-__all__ = ["COMPILERS"]
+# The named reply a rule with this key answers when it gives no action.
+DEFAULT_REPLIES: Final[Mapping[str, str]] = {
+    greylist.KEY: greylist.DEFAULT_REPLY,
+}
+
+__all__ = ["COMPILERS", "DEFAULT_REPLIES"]

@@ -19,7 +19,7 @@ from postgate.replies.model import Action, Verb
 from postgate.replies.text import ReplyError
 from postgate.rules import match
 from postgate.rules.attributes import KNOWN, STATES
-from postgate.rules.checks import COMPILERS
+from postgate.rules.checks import COMPILERS, DEFAULT_REPLIES
 from postgate.rules.conditions import Context, attribute_error, compile_condition
 from postgate.rules.engine import Ruleset
 from postgate.rules.facts import fold
@@ -220,8 +220,11 @@ class _Compiler:
         for key in ("default", "default_reply"):
             if key in table:
                 self.ctx.error(f"{place}.{key}", "only a group (with rules = [...]) has a default")
-        required = shortcut is False  # a broken shortcut was reported already
+        implied = next((DEFAULT_REPLIES[key] for key in table if key in DEFAULT_REPLIES), None)
+        required = shortcut is False and implied is None  # a broken shortcut was reported
         found = self._one_action(table, place, ("action", "reply"), required=required)
+        if found is None and implied is not None:
+            found = self._named(implied, place)
         if isinstance(found, Action):
             return found
         if found is None and isinstance(shortcut, Expansion):

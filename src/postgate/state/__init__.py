@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from postgate.state import greylist
+
 if TYPE_CHECKING:
     from postgate.answer import FactProvider
     from postgate.config.load import Config
 
 
-def local_providers(config: Config) -> dict[str, FactProvider]:  # noqa: ARG001 - filled as checks land
-    """One provider per kind of fact the config's checks read, held in memory."""
-    return {}
+def local_providers(config: Config) -> dict[str, FactProvider]:  # noqa: ARG001 - one set for all
+    """One provider per kind of fact a check can read, held in memory.
+
+    Every kind is there whatever the rules say, so that a reload that adds a
+    greylist rule finds its provider in the running daemon.
+    """
+    return {greylist.PREFIX: greylist.GreylistProvider()}
 
 
 __all__ = ["local_providers"]
