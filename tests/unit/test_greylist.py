@@ -7,11 +7,13 @@ lifetime, a client allowlisted after 5 passes (one an hour).
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING
 
 import pytest
 
 from postgate.answer import ABSENT, Answer, Local, settle
+from postgate.commands.rule_tests import replay_main
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
 from postgate.rules.greylisting import DAY, HOUR, Client, Entry, Seen, Settings, step
@@ -324,3 +326,32 @@ class TestReplaySummary:
             "(median 650 s, max 900 s), 1 never passed"
         )
         assert [line] == provider.summary()
+
+
+def block(seconds: int, sender: str, expect: str) -> str:
+    return (
+        f"# time: {int(T0) + seconds}\n# expect: {expect}\n"
+        f"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.{seconds % 200}\n"
+        f"client_name=unknown\nsender={sender}\nrecipient=bob@example.net\n\n"
+    )
+
+
+class TestReplayCommand:
+    def test_replay_simulates_greylisting_on_the_cases_clock(self, tmp_path: Path) -> None:
+        (tmp_path / "g.toml").write_text(
+            GREY_UNKNOWN + 'action = "450 4.7.1 Greylisted, retry in {retry} s"\n'
+        )
+        (tmp_path / "mail.policy").write_text(
+            block(0, "a@example.org", "450 4.7.1 Greylisted, retry in 300 s")
+            + block(100, "a@example.org", "450 4.7.1 Greylisted, retry in 200 s")
+            + block(400, "a@example.org", "DUNNO")
+            + block(500, "b@example.org", "DUNNO")  # wrong on purpose: it is new
+        )
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["-c", str(tmp_path / "g.toml"), str(tmp_path / "mail.policy")]
+        status = replay_main(argv, out, err)
+        text = out.getvalue()
+        assert (1, "expectations: 3 held, 1 failed") == (status, text.strip().splitlines()[-1])
+        assert "1 triplets delayed (median 400 s, max 400 s), 1 never passed" in text
+        # The failure is explained from its one decision, not a second one.
+        assert "holds (new, retry in 300 s)" in text

@@ -164,10 +164,15 @@ def _replay(argv: Sequence[str], out: TextIO, err: TextIO, stdin: TextIO | None)
         return _diff_report(engine, _engine(args.against, err), args, out, stdin)
     cases = _read_all(args.files, stdin)
     now = _clock(args)
-    outcomes = [evaluate(engine, case, trace=args.verbose, now=now) for case in cases]
+    # Cases with expectations are traced on this one pass: deciding again to
+    # explain a failure would count or record a second time in stateful rules.
+    outcomes = [
+        evaluate(engine, case, trace=args.verbose or has_expectation(case), now=now)
+        for case in cases
+    ]
     for outcome in outcomes:
         print(describe_outcome(outcome), file=out)
-        for step in outcome.trace:
+        for step in outcome.trace if args.verbose else ():
             print(f"    {step}", file=out)
     print("", *summarize(outcomes), *state_summary(engine), sep="\n", file=out)
     return _verdicts(engine, outcomes, out)
@@ -177,8 +182,7 @@ def _verdicts(engine: Engine, outcomes: Sequence[Outcome], out: TextIO) -> int:
     checked = [o for o in outcomes if has_expectation(o.case)]
     failed = [o for o in checked if check(o)]
     for outcome in failed:
-        traced = evaluate(engine, outcome.case, trace=True, now=outcome.now)
-        print("", describe_failure(traced), sep="\n", file=out)
+        print("", describe_failure(outcome), sep="\n", file=out)
     if not checked:
         return 0
     print(f"\nexpectations: {len(checked) - len(failed)} held, {len(failed)} failed", file=out)

@@ -117,7 +117,7 @@ def step(seen: Seen, now: float, settings: Settings) -> Outcome:
         why = "known" if known else "early"
         if not known and now - first > settings.retry_window:
             first, why = now, "restarted"
-    wait = settings.delay - (now - first)
+    wait = 0.0 if why == "known" else settings.delay - (now - first)
     if wait > 0:
         return Outcome(defer=True, wait=wait, why=why, entry=Entry(first, now), client=None)
     why = "known" if why == "known" else "passed"
