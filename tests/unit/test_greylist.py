@@ -331,7 +331,8 @@ class TestReplaySummary:
 def block(seconds: int, sender: str, expect: str) -> str:
     return (
         f"# time: {int(T0) + seconds}\n# expect: {expect}\n"
-        f"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.{seconds % 200}\n"
+        "request=smtpd_access_policy\nprotocol_state=RCPT\n"
+        f"client_address=192.0.2.{seconds % 200}\n"
         f"client_name=unknown\nsender={sender}\nrecipient=bob@example.net\n\n"
     )
 

@@ -175,10 +175,10 @@ def _replay(argv: Sequence[str], out: TextIO, err: TextIO, stdin: TextIO | None)
         for step in outcome.trace if args.verbose else ():
             print(f"    {step}", file=out)
     print("", *summarize(outcomes), *state_summary(engine), sep="\n", file=out)
-    return _verdicts(engine, outcomes, out)
+    return _verdicts(outcomes, out)
 
 
-def _verdicts(engine: Engine, outcomes: Sequence[Outcome], out: TextIO) -> int:
+def _verdicts(outcomes: Sequence[Outcome], out: TextIO) -> int:
     checked = [o for o in outcomes if has_expectation(o.case)]
     failed = [o for o in checked if check(o)]
     for outcome in failed:
