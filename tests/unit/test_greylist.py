@@ -18,6 +18,7 @@ from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
 from postgate.rules.greylisting import DAY, HOUR, Client, Entry, Seen, Settings, step
 from postgate.rules.triplets import keys_of, network_of, normal_sender, registered_domain
+from postgate.state.disk import DiskStore
 from postgate.state.greylist import GreylistProvider, GreylistStore
 from postgate.wire.codec import PolicyRequest
 
@@ -356,3 +357,36 @@ class TestReplayCommand:
         assert "1 triplets delayed (median 400 s, max 400 s), 1 never passed" in text
         # The failure is explained from its one decision, not a second one.
         assert "holds (new, retry in 300 s)" in text
+
+
+class TestStateFile:
+    def test_entries_and_clients_survive_a_restart(self, tmp_path: Path) -> None:
+        disk = DiskStore(tmp_path / "state.sqlite", clock=lambda: T0)
+        store = GreylistStore(disk)
+        key, client = "192.0.2.0/24 a@x b@y", "192.0.2.0/24"
+        store.record(key, client, T0, S)
+        store.record(key, client, T0 + 400, S)
+        store.record("192.0.2.0/24 c@x b@y", client, T0 + 500, S)
+        disk.close()
+        again = GreylistStore(DiskStore(tmp_path / "state.sqlite", clock=lambda: T0))
+        assert 3 == again.load(T0 + 600)
+        assert store.entries == again.entries
+        assert list(store.entries) == list(again.entries)  # oldest first, for eviction
+        assert Client(1, T0 + 400) == again.clients[client]
+        assert not again.record(key, client, T0 + 700, S).defer
+
+    def test_a_reset_reaches_the_file(self, tmp_path: Path) -> None:
+        disk = DiskStore(tmp_path / "state.sqlite", clock=lambda: T0)
+        store = GreylistStore(disk)
+        store.record("192.0.2.0/24 a@x b@y", "192.0.2.0/24", T0, S)
+        store.reset("192.0.2.")
+        disk.close()
+        again = GreylistStore(DiskStore(tmp_path / "state.sqlite", clock=lambda: T0))
+        assert 0 == again.load(T0)
+
+    def test_rows_past_their_lifetime_are_not_loaded(self, tmp_path: Path) -> None:
+        disk = DiskStore(tmp_path / "state.sqlite", clock=lambda: T0)
+        GreylistStore(disk).record("192.0.2.0/24 a@x b@y", "192.0.2.0/24", T0, S)
+        disk.close()
+        again = GreylistStore(DiskStore(tmp_path / "state.sqlite", clock=lambda: T0))
+        assert 0 == again.load(T0 + 35 * DAY + 1)

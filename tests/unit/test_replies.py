@@ -329,7 +329,8 @@ class TestTemplates:
         rendered = parse_action("WARN " + text).action.render(request, "RULE_7")
         expected = (
             "WARN v-client_address v-client_name a@s.example b@r.example v-helo_name "
-            "s.example r.example v-sasl_username v-protocol_state v-queue_id RULE_7 v-retry"
+            "s.example r.example v-sasl_username v-protocol_state v-queue_id RULE_7 "
+            "v-limit v-window v-retry"
         )
         assert expected == rendered
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from postgate.config.places import locate
 from postgate.config.problems import ConfigError, Problem, Problems
 from postgate.config.record import RecordSettings, parse_record_settings
+from postgate.config.state import StateSettings, parse_state_settings
 from postgate.config.values import Values, check_keys, suggest
 from postgate.replies import planned
 from postgate.replies.model import DUNNO, Action
@@ -38,7 +39,7 @@ LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
 ENDPOINT_TYPES: Final = ("tcp", "tcp6", "unix", "systemd")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
-TOP_LEVEL: Final = ("daemon", "lists", "rules", "record")
+TOP_LEVEL: Final = ("daemon", "lists", "rules", "record", "state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class Config:
     ruleset: Ruleset
     warnings: tuple[Problem, ...] = ()
     record: RecordSettings = RecordSettings()  # noqa: RUF009 - frozen, shared default is safe
+    state: StateSettings = StateSettings()  # noqa: RUF009 - frozen, shared default is safe
 
 
 def load_config(path: Path) -> Config:
@@ -95,11 +97,19 @@ def load_config(path: Path) -> Config:
     )
     daemon = _daemon(doc.get("daemon", {}), problems)
     record = _record(doc.get("record", {}), path.parent, problems)
+    state = _state(doc.get("state", {}), path.parent, problems)
     ruleset = compile_ruleset(doc, path.parent, problems)
     locate(problems.errors, doc, text or "", str(path))
     locate(problems.warnings, doc, text or "", str(path))
     problems.raise_if_any()
-    return Config(path, daemon, ruleset, tuple(problems.warnings), record)
+    return Config(path, daemon, ruleset, tuple(problems.warnings), record, state)
+
+
+def _state(raw: Any, base_dir: Path, p: Problems) -> StateSettings:
+    if not isinstance(raw, dict):
+        p.error("state", "must be a table ([state])")
+        return StateSettings()
+    return parse_state_settings(raw, p, base_dir)
 
 
 def _record(raw: Any, base_dir: Path, p: Problems) -> RecordSettings:

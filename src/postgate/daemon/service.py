@@ -26,10 +26,10 @@ from postgate.config.problems import ConfigError
 from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import THROTTLE, decision_log
 from postgate.daemon.server import Answerer, PolicyFactory
+from postgate.daemon.state import EmbeddedState
 from postgate.daemon.systemd import listen_service
 from postgate.record.blocks import KeyFileError, key_path, load_key
 from postgate.record.recorder import Recorder
-from postgate.state import local_providers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -148,13 +148,14 @@ class Daemon:
     ) -> None:
         self.recorder = Recorder(config.record, reactor)
         self.decisions = decision_log(lambda flush: reactor.callLater(0, flush))
+        self.state = EmbeddedState(config)
         self.answerer = Answerer(
             config,
             structlog.get_logger("postgate").bind(),
             self.recorder,
             decisions=self.decisions,
-            # State and DNS providers register here.
-            facts=Gatherer(local_providers(config), reactor),
+            # State and DNS providers register here, under their fact prefix.
+            facts=Gatherer(self.state.providers, reactor),
         )
         self.reactor = reactor
         self.notify = notify
@@ -192,6 +193,7 @@ class Daemon:
         and SIGUSR1 handlers: whoever acts on it may signal us at once.
         """
         self.services.startService()
+        self.state.start()
         _settle_heap()
         self.reactor.callLater(0, self._announce)
 
@@ -259,6 +261,7 @@ class Daemon:
         _settle_heap()
         if config.record != old.record:
             self.recorder.reconfigure(config.record)
+        self.state.reconfigure(config)
         # Against what runs, not only the previous file: a listen that now
         # matches the running listeners (from --listen, say) needs nothing.
         running = {"listen": self.listen}
@@ -298,6 +301,7 @@ class Daemon:
         stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)
         stopped.addBoth(lambda _: self.timers.stopService())
         stopped.addBoth(lambda _: self.recorder.close())
+        stopped.addBoth(lambda _: self.state.close())
         return stopped.addCallback(self._stopped)
 
     def _stopped(self, _: object) -> None:

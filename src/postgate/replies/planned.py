@@ -12,8 +12,8 @@ from types import MappingProxyType
 from typing import Final
 
 _RATE: Final = (
-    "rate limits are not supported yet: keep policyd-rate-limit (or postfwd's rate "
-    "limits) in smtpd_recipient_restrictions beside postgate"
+    'rate limits are written limit = { key = ["sasl_username"], windows = ["100 per hour"] } '
+    "in a rule (docs/rules.md, Rate limits)"
 )
 _DNS: Final = (
     "DNS lists are not supported yet: keep Postfix's reject_rbl_client and "
@@ -27,7 +27,7 @@ _CONNECTIONS: Final = (
 # Config keys (a rule's or a top-level table) an admin reaches for first.
 KEYS: Final = MappingProxyType(
     {
-        **dict.fromkeys(("rate", "rate_limit", "ratelimit", "rates", "limit"), _RATE),
+        **dict.fromkeys(("rate", "rate_limit", "ratelimit", "rates", "limits", "quota"), _RATE),
         **dict.fromkeys(("rbl", "dnsbl", "rhsbl", "dnswl", "dns_list", "rbl_client"), _DNS),
         "spf": _SPF,
     }
@@ -36,9 +36,6 @@ KEYS: Final = MappingProxyType(
 # Named replies whose scenario needs one of those features.
 REPLIES: Final = MappingProxyType(
     {
-        "rate_limited": _RATE,
-        "mailbox_rate_limited": _RATE,
-        "mail_flood": _RATE,
         "too_many_connections": _CONNECTIONS,
         "dnsbl_listed": _DNS,
         "dnsbl_lookup_failed": _DNS,

@@ -37,7 +37,10 @@ PLACEHOLDERS: Final = (
     "protocol_state",
     "queue_id",
     "rule",
-    "retry",  # filled by a greylist rule: seconds until a retry passes
+    # Filled by a rule's limit (docs/rules.md, Rate limits); "unknown" elsewhere.
+    "limit",
+    "window",
+    "retry",
 )
 
 _TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")

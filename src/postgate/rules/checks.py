@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from postgate.rules import greylist
+from postgate.rules.limits import compile_limit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 # the value is broken, after reporting it to the context's problems.
 COMPILERS: Final[Mapping[str, CheckCompiler]] = {
     greylist.KEY: greylist.compile_greylist,
+    "limit": compile_limit,
 }
 
 # The named reply a rule with this key answers when it gives no action.

@@ -221,12 +221,15 @@ class _Compiler:
             if key in table:
                 self.ctx.error(f"{place}.{key}", "only a group (with rules = [...]) has a default")
         implied = next((DEFAULT_REPLIES[key] for key in table if key in DEFAULT_REPLIES), None)
-        required = shortcut is False and implied is None  # a broken shortcut was reported
+        # A broken shortcut was reported already; a limit answers rate_limited.
+        required = shortcut is False and implied is None and "limit" not in table
         found = self._one_action(table, place, ("action", "reply"), required=required)
         if found is None and implied is not None:
             found = self._named(implied, place)
         if isinstance(found, Action):
             return found
+        if found is None and "limit" in table:
+            return named_reply("rate_limited")
         if found is None and isinstance(shortcut, Expansion):
             return self._default(shortcut, place)
         return None

@@ -27,9 +27,14 @@ from postgate.rules.greylisting import (
 
 if TYPE_CHECKING:
     from postgate.rules.model import Effect
+    from postgate.state.disk import DiskStore
     from postgate.wire.codec import PolicyRequest
 
 PREFIX: Final = "greylist"
+
+
+ENTRIES: Final = "greylist"  # the state file's row kinds (`postgate.state.disk`)
+CLIENTS: Final = "greylist_client"
 
 
 @dataclass(slots=True)
@@ -38,15 +43,15 @@ class GreylistStore:
 
     Every write moves its record to the end of its dict, so the dicts stay
     ordered by last sight and eviction stops at the first live record:
-    memory is bounded by what was seen within ``lifetime``. ``dirty`` names
-    what changed since the last `take_dirty`, for a write-behind file.
+    memory is bounded by what was seen within ``lifetime`` (the longest of
+    any rule that recorded). With ``disk``, every write is also queued for
+    the state file, whose rows expire on their own; `load` reads them back.
     """
 
+    disk: DiskStore | None = None
     lifetime: float = 35 * DAY
     entries: dict[str, Entry] = field(default_factory=dict)
     clients: dict[str, Client] = field(default_factory=dict)
-    dirty_entries: set[str] = field(default_factory=set)
-    dirty_clients: set[str] = field(default_factory=set)
 
     def seen(self, key: str, client: str) -> Seen:
         return Seen(self.entries.get(key), self.clients.get(client))
@@ -54,52 +59,62 @@ class GreylistStore:
     def record(self, key: str, client: str, now: float, settings: Settings) -> Outcome:
         """Check-and-record for one triplet: `step` on what is held, then store its result."""
         outcome = step(self.seen(key, client), now, settings)
+        self.lifetime = max(self.lifetime, settings.lifetime)
         if outcome.entry is not None:
             self.entries.pop(key, None)
             self.entries[key] = outcome.entry
-            self.dirty_entries.add(key)
+            self._put(ENTRIES, key, outcome.entry)
         if outcome.client is not None and outcome.client != self.clients.get(client):
             self.clients.pop(client, None)
             self.clients[client] = outcome.client
-            self.dirty_clients.add(client)
+            self._put(CLIENTS, client, outcome.client)
         self.evict(now)
         return outcome
 
+    def _put(self, kind: str, key: str, record: Entry | Client) -> None:
+        if self.disk is not None:
+            first, last = record
+            self.disk.put(kind, key, f"{first!r} {last!r}", last + self.lifetime)
+
+    def load(self, now: float) -> int:
+        """Read the state file's live rows (blocking: before the reactor serves)."""
+        if self.disk is None:
+            return 0
+        rows: dict[str, list[tuple[str, str]]] = {ENTRIES: [], CLIENTS: []}
+        for kind in rows:
+            rows[kind] = [(key, value) for key, value, _ in self.disk.rows(kind, now)]
+        for key, value in sorted(rows[ENTRIES], key=lambda row: float(row[1].split()[1])):
+            first, last = value.split()
+            self.entries[key] = Entry(float(first), float(last))
+        for key, value in sorted(rows[CLIENTS], key=lambda row: float(row[1].split()[1])):
+            passes, last = value.split()
+            self.clients[key] = Client(int(passes), float(last))
+        return len(rows[ENTRIES]) + len(rows[CLIENTS])
+
     def evict(self, now: float) -> int:
-        """Drop records not seen for ``lifetime``; return how many went."""
-        gone = _evict(self.entries, self.dirty_entries, now - self.lifetime)
-        return gone + _evict(self.clients, self.dirty_clients, now - self.lifetime)
+        """Drop records unseen for ``lifetime``; return how many (the file expires its own)."""
+        gone = _evict(self.entries, now - self.lifetime)
+        return gone + _evict(self.clients, now - self.lifetime)
 
     def reset(self, prefix: str = "") -> int:
         """Forget triplets and clients whose key starts with ``prefix``; return how many."""
         gone = 0
-        for records, dirty in (
-            (self.entries, self.dirty_entries),
-            (self.clients, self.dirty_clients),
-        ):
+        for kind, records in ((ENTRIES, self.entries), (CLIENTS, self.clients)):
             for key in [k for k in records if k.startswith(prefix)]:
                 del records[key]
-                dirty.add(key)
+                if self.disk is not None:
+                    self.disk.delete(kind, key)
                 gone += 1
         return gone
 
-    def take_dirty(self) -> tuple[dict[str, Entry | None], dict[str, Client | None]]:
-        """What changed since the last call (None: deleted), for the state file."""
-        entries = {k: self.entries.get(k) for k in self.dirty_entries}
-        clients = {k: self.clients.get(k) for k in self.dirty_clients}
-        self.dirty_entries.clear()
-        self.dirty_clients.clear()
-        return entries, clients
 
-
-def _evict(records: dict[str, Entry] | dict[str, Client], dirty: set[str], before: float) -> int:
+def _evict(records: dict[str, Entry] | dict[str, Client], before: float) -> int:
     gone = 0
     while records:
         key = next(iter(records))
         if records[key].last >= before:
             break
         del records[key]
-        dirty.add(key)
         gone += 1
     return gone
 
@@ -148,9 +163,11 @@ class Tally:
 class GreylistProvider:
     """The ``greylist:`` facts: a request's records in, the decision's step recorded."""
 
-    def __init__(self, store: GreylistStore | None = None) -> None:
+    def __init__(self, store: GreylistStore | None = None, *, tally: bool = True) -> None:
+        # The daemon's store lives across reloads, with the state file behind
+        # it; the daemon keeps no tally (it would grow with every triplet).
         self.store = store if store is not None else GreylistStore()
-        self.tally = Tally()
+        self.tally = Tally() if tally else None
 
     def peek(self, name: str, request: PolicyRequest, now: float) -> object:  # noqa: ARG002
         return self.store.seen(*split_fact(name))
@@ -166,11 +183,13 @@ class GreylistProvider:
         if not isinstance(settings, Settings):
             return
         triplet, client = split_fact(effect.fact)
-        self.tally.count(triplet, self.store.record(triplet, client, now, settings), now)
+        outcome = self.store.record(triplet, client, now, settings)
+        if self.tally is not None:
+            self.tally.count(triplet, outcome, now)
 
     def summary(self) -> list[str]:
         """Replay's closing line about greylisting (none when no rule greylisted)."""
-        return self.tally.lines()
+        return self.tally.lines() if self.tally is not None else []
 
 
 __all__ = ["PREFIX", "GreylistProvider", "GreylistStore", "Tally", "split_fact"]

@@ -1,0 +1,83 @@
+"""Sliding windows of sub-buckets: what "100 per hour" counts, on a clock the caller gives.
+
+A window of ``seconds`` is cut into `SLOTS` sub-buckets of a tenth of it;
+a key keeps one counter per sub-bucket in a ring of ``SLOTS + 1`` cells
+plus the number of the newest sub-bucket written (the *head*). The count
+of a window is the sum of the current sub-bucket and the `SLOTS` before it,
+so a charge made at time t is counted until between t + window and
+t + 1.1 x window: no span of the window's length ever holds more than
+the limit, and a charge is forgotten at most a tenth of the window late.
+Memory is fixed per key and window (12 integers) whatever the traffic,
+unlike a log of every message; docs/rules.md, Rate limits, compares it
+with a fixed window and a sliding log.
+
+Pure functions on a plain ``list[int]`` (``[head, cell0, ..., cell10]``)
+so that the store, its file and a future Redis script share one layout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+SLOTS: Final = 10  # sub-buckets per window: the accuracy is window / SLOTS
+CELLS: Final = SLOTS + 1  # the current sub-bucket and the SLOTS before it
+EMPTY_HEAD: Final = -(1 << 62)  # no charge yet: every cell is stale
+
+Ring = list[int]
+
+
+def new_ring() -> Ring:
+    return [EMPTY_HEAD] + [0] * CELLS
+
+
+def bucket(seconds: int, now: float) -> int:
+    """The sub-bucket ``now`` falls in, numbered from the epoch."""
+    return math.floor(now * SLOTS / seconds)
+
+
+def _alive(ring: Ring, current: int) -> range:
+    """Sub-buckets still inside the window at ``current`` (a clock stepped back keeps them)."""
+    head = ring[0]
+    low = max(current, head) - SLOTS
+    return range(max(low, head - SLOTS), head + 1)
+
+
+def count(ring: Ring, seconds: int, now: float) -> int:
+    """What the window holds at ``now``."""
+    return sum(ring[1 + b % CELLS] for b in _alive(ring, bucket(seconds, now)))
+
+
+def add(ring: Ring, seconds: int, now: float, weight: int) -> None:
+    """Charge ``weight`` at ``now``, clearing the sub-buckets that fell out."""
+    current = bucket(seconds, now)
+    head = ring[0]
+    if current > head:
+        for b in range(max(head + 1, current - SLOTS), current + 1):
+            ring[1 + b % CELLS] = 0
+        ring[0] = head = current
+    ring[1 + head % CELLS] += weight
+
+
+def retry(ring: Ring, seconds: int, now: float, room: int) -> float:
+    """Seconds until the window holds at most ``room``; ``math.inf`` when room < 0."""
+    if room < 0:
+        return math.inf
+    current = bucket(seconds, now)
+    excess = count(ring, seconds, now) - room
+    if excess <= 0:
+        return 0.0
+    freed = 0
+    for b in _alive(ring, current):
+        freed += ring[1 + b % CELLS]
+        if freed >= excess:
+            return max((b + CELLS) * seconds / SLOTS - now, 0.0)
+    return float(seconds)  # unreachable: the whole count frees by then
+
+
+def expires(ring: Ring, seconds: int) -> float:
+    """When every charge in the ring has left the window: the key may then be dropped."""
+    return (ring[0] + CELLS) * seconds / SLOTS
+
+
+__all__ = ["CELLS", "SLOTS", "Ring", "add", "bucket", "count", "expires", "new_ring", "retry"]
