@@ -89,9 +89,9 @@ class TestStep:
 class TestAutoAllowlist:
     def test_five_passes_an_hour_apart_allowlist_the_client(self) -> None:
         client = None
-        for hour in range(5):
-            outcome = step(Seen(Entry(T0, T0 + 300), client), T0 + hour * HOUR + 400, S)
-            client = outcome.client
+        for hour in range(5):  # a new triplet each hour, passing after its delay
+            now = T0 + hour * HOUR + 400
+            client = step(Seen(Entry(now - 400, now - 400), client), now, S).client
         assert Client(5, T0 + 4 * HOUR + 400) == client
         fresh = step(Seen(None, client), T0 + 5 * HOUR, S)
         assert (False, "allowlisted") == (fresh.defer, fresh.why)
@@ -99,8 +99,12 @@ class TestAutoAllowlist:
     def test_only_one_pass_an_hour_counts(self) -> None:
         client = None
         for minute in range(10):
-            client = step(Seen(Entry(T0, T0 + 300), client), T0 + 400 + minute * 60, S).client
+            now = T0 + 400 + minute * 60
+            client = step(Seen(Entry(now - 400, now - 400), client), now, S).client
         assert Client(1, T0 + 400) == client
+
+    def test_a_known_triplet_passing_again_does_not_count(self) -> None:
+        assert step(Seen(Entry(T0, T0 + 300)), T0 + 2 * HOUR, S).client is None
 
     def test_the_allowlist_ends_after_the_lifetime_without_a_pass(self) -> None:
         client = Client(5, T0)

@@ -16,8 +16,9 @@ manual page documents it (docs/rules.md, Greylisting):
 * a triplet that never passed and whose first retry comes more than
   ``retry_window`` after it was first seen starts over;
 * an entry not seen for ``lifetime`` seconds is forgotten (and evicted);
-* a client that passed ``allowlist_after`` times (one pass an hour counts)
-  skips greylisting while it keeps being seen within ``lifetime``.
+* a client that passed greylisting ``allowlist_after`` times (a triplet's
+  first pass after its delay; one an hour counts) skips greylisting while
+  it keeps being seen within ``lifetime``.
 """
 
 from __future__ import annotations
@@ -120,9 +121,10 @@ def step(seen: Seen, now: float, settings: Settings) -> Outcome:
     wait = 0.0 if why == "known" else settings.delay - (now - first)
     if wait > 0:
         return Outcome(defer=True, wait=wait, why=why, entry=Entry(first, now), client=None)
-    why = "known" if why == "known" else "passed"
+    if why == "known":  # only a pass after greylisting counts towards the allowlist
+        return Outcome(defer=False, wait=0.0, why=why, entry=Entry(first, now), client=None)
     counted = _counted(client, now) if settings.allowlist_after else None
-    return Outcome(defer=False, wait=0.0, why=why, entry=Entry(first, now), client=counted)
+    return Outcome(defer=False, wait=0.0, why="passed", entry=Entry(first, now), client=counted)
 
 
 __all__ = [
