@@ -10,6 +10,7 @@ import pytest
 
 from postgate.answer import Answer, Local, settle
 from postgate.commands.rule_tests import test_main as run_tests
+from postgate.commands.wiring import needed_lists
 from postgate.config.load import Config, load_config
 from postgate.config.problems import ConfigError
 from postgate.state.limit_facts import LimitFacts
@@ -235,3 +236,30 @@ def test_the_example_policy_file_passes() -> None:
     examples = ROOT / "conf" / "examples"
     argv = ["-c", str(examples / "limits.toml"), str(examples / "test_limits.policy")]
     assert 0 == run_tests(argv, out, io.StringIO()), out.getvalue()
+
+
+def test_a_limit_that_never_sees_end_of_message_is_warned_about(tmp_path: Path) -> None:
+    warned = config(tmp_path, USER, 'state = "RCPT"\n').warnings
+    assert ["never counts anything" in str(w) for w in warned] == [True]
+    assert () == config(tmp_path, USER, 'state = ["RCPT", "END-OF-MESSAGE"]\n').warnings
+
+
+def test_check_names_the_restriction_lists_a_limit_needs(tmp_path: Path) -> None:
+    lines = needed_lists(config(tmp_path, USER).ruleset)
+    assert [line.split(":")[0] for line in lines] == [
+        "smtpd_recipient_restrictions",
+        "smtpd_end_of_data_restrictions",
+    ]
+
+
+def test_data_wiring_counts_recipient_count_as_policyd_rate_limit_does(tmp_path: Path) -> None:
+    limit = '{ key = ["sasl_username"], count = "recipients", windows = ["10 per minute"] }'
+    run, mail = Run(config(tmp_path, limit)), Mail()
+    rules = []
+    for _ in range(4):
+        instance = mail.new()
+        rules.append(run.answer(mail.ask("DATA", instance, recipient_count="3"), T0).rule)
+        if rules[-1] == "DEFAULT":
+            eom = mail.ask("END-OF-MESSAGE", instance, recipient_count="3")
+            run.answer(eom, T0)
+    assert ["DEFAULT", "DEFAULT", "DEFAULT", "RATE"] == rules

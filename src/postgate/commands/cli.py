@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO, cast
 
 from postgate import __version__
@@ -43,6 +44,7 @@ commands:
   diff     replay requests through two configs and report what changes
   test     run test_*.policy files (recorded requests with expected answers)
   ask      send one request to a running postgate and print its answer
+  state    list, show and reset rate-limit counters
 """
 
 
@@ -79,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("diff", help="show which recorded requests two configs answer differently")
     sub.add_parser("test", help="run the test_*.policy files beside a config (test -h)")
     sub.add_parser("ask", help="send one request to a running postgate (ask -h)")
+    sub.add_parser("state", help="list, show and reset rate-limit counters (state -h)")
     return parser
 
 
@@ -109,6 +112,10 @@ def _check(args: argparse.Namespace) -> int:
         return EX_CONFIG
     ruleset = config.ruleset
     print(f"{args.config}: OK, {ruleset.rule_count} rules, digest {ruleset.digest}")
+    from postgate.commands.wiring import needed_lists
+
+    for line in needed_lists(ruleset):
+        print(f"  needs postgate in {line}")
     return 0
 
 
@@ -123,6 +130,10 @@ def _show(args: argparse.Namespace) -> int:
         print("\n".join(legend(ruleset.program)))
         return 0
     for line in ruleset.describe():
+        print(line)
+    from postgate.commands.state import show_lines
+
+    for line in show_lines(config, time.time()):
         print(line)
     return 0
 
@@ -157,7 +168,20 @@ def _ask(argv: list[str]) -> int:
     return ask_main(argv, sys.stdout, sys.stderr, sys.stdin)
 
 
-_TOOLS: Final = {"codes": _codes, "replay": _replay, "diff": _diff, "test": _test, "ask": _ask}
+def _state(argv: list[str]) -> int:
+    from postgate.commands.state import main as state_main
+
+    return state_main(argv, sys.stdout, sys.stderr)
+
+
+_TOOLS: Final = {
+    "codes": _codes,
+    "replay": _replay,
+    "diff": _diff,
+    "test": _test,
+    "ask": _ask,
+    "state": _state,
+}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from postgate.rules.checks import COMPILERS, DEFAULT_REPLIES
 from postgate.rules.conditions import Context, attribute_error, compile_condition
 from postgate.rules.engine import Ruleset
 from postgate.rules.facts import fold
+from postgate.rules.limits import EOM, NEVER_CHARGED
 from postgate.rules.lists import load_lists
 from postgate.rules.model import DEFAULT_RULE, Group, Node, Rule
 from postgate.rules.shortcuts import SHORTCUTS, Expansion, expand
@@ -98,6 +99,8 @@ class _Compiler:
             where = _key_place(table, place, ("action", "reply"))
             header_action_problem(action, states, where, self.ctx.problems)
         checks = self._checks(table, place)
+        if "limit" in table and states is not None and EOM not in states:
+            self.ctx.problems.warn(f"{place}.state", NEVER_CHARGED)
         if rule_id is None or conditions is None or action is None or checks is None:
             return None
         kind = next((key for key in SHORTCUTS if key in table), "")

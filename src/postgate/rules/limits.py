@@ -36,6 +36,10 @@ COUNTS: Final = ("messages", "recipients", "bytes")
 NETWORK: Final = "client_network"  # the client's /24 (IPv4) or /64 (IPv6)
 KEYS: Final = (*KNOWN, NETWORK)
 EOM: Final = "END-OF-MESSAGE"
+NEVER_CHARGED: Final = (
+    "a limit is charged at END-OF-MESSAGE: add it to this rule's states, or the "
+    "limit never counts anything"
+)
 _UNITS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 _SHORT: Final = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week"}
 _WINDOW: Final = re.compile(
@@ -43,6 +47,7 @@ _WINDOW: Final = re.compile(
 )
 MIN_WINDOW: Final = 10  # seconds: a sub-bucket of one second
 MAX_WINDOW: Final = 31 * 86400
+_RESERVING: Final = frozenset({"RCPT", "DATA"})  # stages where a message in flight reserves
 _RECIPIENT_KEYS: Final = frozenset({"recipient", "recipient_domain", "recipient_localpart"})
 
 
@@ -144,14 +149,23 @@ class LimitCheck:
         stage = request.get("protocol_state").upper()
         if stage == EOM:
             return self._charge(request, key, view, now)
-        base = number(request.get("size")) if self.count == "bytes" else 1
-        need = max(view.own + (stage == "RCPT" and self.count == "recipients"), base, 1)
+        need = self._need(request, stage, view.own)
         refused = self._refused(key, view, need, now)
         if refused is not None:
             return refused
         effects = (Effect(self.fact(request), Reserve(self.rule, key, need)),)
-        reserve = effects if stage == "RCPT" else ()
+        reserve = effects if stage in _RESERVING else ()
         return Verdict(holds=False, effects=reserve, note=self._note(view, now))
+
+    def _need(self, request: PolicyRequest, stage: str, own: int) -> int:
+        """What this message holds once this request passes: one more recipient at RCPT."""
+        if self.count == "bytes":
+            return max(own, number(request.get("size")), 1)
+        if self.count == "messages":
+            return 1
+        if stage == "DATA":  # Postfix's count of the recipients it accepted
+            return number(request.get("recipient_count")) or max(own, 1)
+        return own + 1 if stage == "RCPT" else max(own, 1)
 
     def _refused(self, key: str, view: LimitView, need: int, now: float) -> Verdict | None:
         """The verdict when ``need`` more goes over a window: the longest wait is told."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 from postgate.state import windows
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
 
     from postgate.state.disk import DiskStore
 
@@ -219,12 +219,4 @@ def _matches(r: str, k: str, rule: str, key: str, prefix: str) -> bool:
     return (not rule or r == rule) and (not key or k == key) and k.startswith(prefix)
 
 
-def summary(entry: Mapping[str, object], now: float) -> dict[str, object]:
-    """An entry of `LimitStore.entries` with each window's count at ``now`` (for JSON)."""
-    rings = entry["windows"]
-    assert isinstance(rings, dict)  # built by entries()
-    counts = {s: windows.count(ring, int(s), now) for s, ring in rings.items()}
-    return {**entry, "windows": counts}
-
-
-__all__ = ["KIND", "Flight", "LimitStore", "View", "summary"]
+__all__ = ["KIND", "Flight", "LimitStore", "View"]

@@ -1,0 +1,58 @@
+"""The daemon's limits without Postfix: a SIGHUP that changes a limit keeps the counts.
+
+Requests are written as Postfix writes them (RCPT, then END-OF-MESSAGE of the
+same ``instance``); the reload lowers the limit, and the counts charged before
+it are judged under the new one; the state file holds them after a stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from typing import TYPE_CHECKING
+
+from postgate.state.report import read_file
+from tests.integration.support.daemon import Daemon, ask, connect
+from tests.integration.support.net import free_port
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+RULE = """
+[[rules]]
+id = "USER_RATE"
+sasl_username = {{ present = true }}
+limit = {{ key = ["sasl_username"], windows = ["{n} per hour"] }}
+"""
+
+
+def message(sock: socket.socket, n: int) -> bytes:
+    base = {
+        "request": "smtpd_access_policy",
+        "sasl_username": "alice",
+        "client_address": "192.0.2.7",
+        "client_port": "41000",
+        "instance": f"abc.6b0b7c2f.1bba5.{n}",
+    }
+    answer = ask(sock, base | {"protocol_state": "RCPT", "recipient": "r@example.com"})
+    if answer == b"action=DUNNO\n\n":
+        ask(sock, base | {"protocol_state": "END-OF-MESSAGE", "recipient_count": "1"})
+    return answer
+
+
+def test_a_reload_that_lowers_a_limit_keeps_the_counts(tmp_path: Path) -> None:
+    config = tmp_path / "p.toml"
+    config.write_text(RULE.format(n=5))
+    port = free_port()
+    with Daemon(config, (f"tcp:{port}:interface=127.0.0.1",)) as daemon:
+        with connect(("127.0.0.1", port), socket.AF_INET) as sock:
+            before = [message(sock, n) for n in range(3)]
+            config.write_text(RULE.format(n=3))
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for_log('"event":"config_reloaded"')
+            after = message(sock, 3)
+        daemon.stop()
+    assert [b"action=DUNNO\n\n"] * 3 == before
+    assert after.startswith(b"action=450 4.7.1 Rate limit exceeded"), after
+    store = read_file(tmp_path / "state" / "state.sqlite", 0.0)
+    assert ["alice"] == [e["key"] for e in store.entries()]
