@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,3 +163,16 @@ def test_a_bad_network_line_is_an_error_at_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert ["line 2"] == [p.place for p in caught.value.errors]
+
+
+@pytest.mark.usefixtures("debian")
+def test_the_greylisting_section_of_rules_md_loads(tmp_path: Path) -> None:
+    """Every TOML example of docs/rules.md, Greylisting, is a config postgate accepts."""
+    text = (EXAMPLES.parents[1] / "docs" / "rules.md").read_text()
+    section = text.split("## Greylisting", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```toml\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
+    assert 2 == len(blocks)
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"example{index}.toml"
+        path.write_text(block)
+        assert load_config(path).ruleset.rule_count == 2
