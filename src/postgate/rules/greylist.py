@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.values import Values, check_keys
@@ -49,6 +49,7 @@ class Greylist:
     """One rule's greylisting: its settings, and how the trace and ``show`` name it."""
 
     settings: Settings
+    last: list[Any] = field(default_factory=lambda: [None, ""], compare=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -57,7 +58,14 @@ class Greylist:
         return f"greylist (delay {_seconds(s.delay)}{pool})"
 
     def fact(self, request: PolicyRequest) -> str:
-        return f"{PREFIX}:{keys_of(request, self.settings).triplet}"
+        # Asked up to three times per request (the walk that finds it missing,
+        # the walk with it, the verdict): the last request's name is kept.
+        last = self.last
+        if last[0] is request:
+            return str(last[1])
+        name = f"{PREFIX}:{keys_of(request, self.settings).triplet}"
+        last[:] = [request, name]
+        return name
 
     def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
         return frozenset((self.fact(request),))

@@ -14,6 +14,7 @@ the sender's own registered domain is keyed on that domain alone
 from __future__ import annotations
 
 import re
+import socket
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from postgate.rules.networks import Network, parse_address
@@ -70,9 +71,11 @@ def network_of(address: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
     if parsed is None:
         return address.lower() or "-"
     version, value = parsed
-    bits, prefix = (32, ipv4_prefix) if version == 4 else (128, ipv6_prefix)
-    mask = ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1)
-    return str(Network(version, value & mask, prefix))
+    if version == 4:  # the common case, without building an ipaddress object
+        masked = value & (0xFFFFFFFF ^ ((1 << (32 - ipv4_prefix)) - 1))
+        return f"{socket.inet_ntoa(masked.to_bytes(4, 'big'))}/{ipv4_prefix}"
+    mask = ((1 << 128) - 1) ^ ((1 << (128 - ipv6_prefix)) - 1)
+    return str(Network(version, value & mask, ipv6_prefix))
 
 
 def _unbatv(local: str) -> str:

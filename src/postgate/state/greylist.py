@@ -35,6 +35,9 @@ PREFIX: Final = "greylist"
 
 ENTRIES: Final = "greylist"  # the state file's row kinds (`postgate.state.disk`)
 CLIENTS: Final = "greylist_client"
+# Eviction looks at the oldest record first; doing it once a minute of the
+# clock rather than on every write keeps a dict emptied at the front cheap.
+SWEEP_EVERY: Final = 60.0
 
 
 @dataclass(slots=True)
@@ -52,6 +55,7 @@ class GreylistStore:
     lifetime: float = 35 * DAY
     entries: dict[str, Entry] = field(default_factory=dict)
     clients: dict[str, Client] = field(default_factory=dict)
+    swept: float = 0.0  # when expired records were last evicted
 
     def seen(self, key: str, client: str) -> Seen:
         return Seen(self.entries.get(key), self.clients.get(client))
@@ -68,7 +72,9 @@ class GreylistStore:
             self.clients.pop(client, None)
             self.clients[client] = outcome.client
             self._put(CLIENTS, client, outcome.client)
-        self.evict(now)
+        if now >= self.swept + SWEEP_EVERY or now < self.swept:
+            self.swept = now
+            self.evict(now)
         return outcome
 
     def _put(self, kind: str, key: str, record: Entry | Client) -> None:
