@@ -263,6 +263,17 @@ class TestRule:
             "450 4.7.1 Greylisted, retry in 200 s",
         ] == texts
 
+    def test_only_rcpt_is_greylisted(self, tmp_path: Path) -> None:
+        """At DATA or END-OF-MESSAGE (wired for limits) the mail was judged at RCPT."""
+        cfg = config(tmp_path, GREY_UNKNOWN)
+        provider = GreylistProvider()
+        for state in ("CONNECT", "MAIL", "DATA", "END-OF-MESSAGE"):
+            request = PolicyRequest(mail().raw | {"protocol_state": state, "recipient": ""})
+            answer = settle(cfg, request, T0, Local({"greylist": provider}))
+            assert isinstance(answer, Answer)
+            assert "DUNNO" == answer.text, state
+        assert {} == provider.store.entries
+
     def test_trace_names_the_outcome(self, tmp_path: Path) -> None:
         cfg = config(tmp_path, GREY_UNKNOWN)
         answer = settle(cfg, mail(), T0, Local({"greylist": GreylistProvider()}), trace=True)

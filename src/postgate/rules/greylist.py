@@ -42,6 +42,8 @@ SETTINGS: Final = (
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _MAX_TIME: Final = 3650 * DAY
+_NOTHING: Final[frozenset[str]] = frozenset()
+_NOT_AT_THIS_STAGE: Final = Verdict(holds=False, note="greylisting decides at RCPT only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,15 @@ class Greylist:
         return name
 
     def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
+        if request.get("protocol_state") != "RCPT":
+            return _NOTHING
         return frozenset((self.fact(request),))
 
     def verdict(self, request: PolicyRequest, facts: Mapping[str, object], now: float) -> Verdict:
+        if request.get("protocol_state") != "RCPT":
+            # A triplet needs its recipient: at DATA or END-OF-MESSAGE (wired
+            # for limits, say) the mail was judged at RCPT already.
+            return _NOT_AT_THIS_STAGE
         name = self.fact(request)
         seen = facts.get(name)
         if not isinstance(seen, Seen):  # the store could not be read: on_unavailable
