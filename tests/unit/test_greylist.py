@@ -8,16 +8,19 @@ lifetime, a client allowlisted after 5 passes (one an hour).
 from __future__ import annotations
 
 import io
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 from postgate.answer import ABSENT, Answer, Local, settle
 from postgate.commands.rule_tests import replay_main
+from postgate.commands.state import main as state_main
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
 from postgate.rules.greylisting import DAY, HOUR, Client, Entry, Seen, Settings, step
 from postgate.rules.triplets import keys_of, network_of, normal_sender, registered_domain
+from postgate.state import greylist_report
 from postgate.state.disk import DiskStore
 from postgate.state.greylist import GreylistProvider, GreylistStore
 from postgate.wire.codec import PolicyRequest
@@ -405,3 +408,60 @@ class TestStateFile:
         disk.close()
         again = GreylistStore(DiskStore(tmp_path / "state.sqlite", clock=lambda: T0))
         assert 0 == again.load(T0 + 35 * DAY + 1)
+
+
+class TestStateCommand:
+    def test_the_allowlist_and_triplets_are_listed_from_the_state_file(
+        self, tmp_path: Path
+    ) -> None:
+        cfg = tmp_path / "g.toml"
+        cfg.write_text(GREY_UNKNOWN.replace("auto_allowlist = 0", "auto_allowlist = 2"))
+        file = tmp_path / "state.sqlite"
+        now = time.time()
+        disk = DiskStore(file)
+        store = GreylistStore(disk)
+        settings = Settings(allowlist_after=2)
+        for hour in (3, 1):  # two triplets passing an hour apart: the network is allowlisted
+            key = f"192.0.2.0/24 s{hour}@x r@y"
+            store.record(key, "192.0.2.0/24", now - hour * HOUR - 400, settings)
+            store.record(key, "192.0.2.0/24", now - hour * HOUR, settings)
+        store.record("198.51.100.0/24 a@x r@y", "198.51.100.0/24", now, settings)
+        disk.close()
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["list", "--greylist", "-c", str(cfg), "--file", str(file)]
+        assert 0 == state_main(argv, out, err), err.getvalue()
+        assert ["192.0.2.0/24  2 passes  allowlisted", "1 clients, 3 triplets"] == (
+            out.getvalue().splitlines()
+        )
+        out = io.StringIO()
+        argv = [
+            "show",
+            "--greylist",
+            "--prefix",
+            "198.51.100.",
+            "-c",
+            str(cfg),
+            "--file",
+            str(file),
+        ]
+        assert 0 == state_main(argv, out, err)
+        assert out.getvalue().startswith("198.51.100.0/24 a@x r@y  first seen ")
+
+    def test_reset_needs_the_daemon(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "g.toml"
+        cfg.write_text(GREY_UNKNOWN)
+        err = io.StringIO()
+        assert 69 == state_main(
+            ["reset", "--greylist", "--all", "-c", str(cfg)], io.StringIO(), err
+        )
+
+
+def test_reset_on_a_store_by_key_and_prefix() -> None:
+    store = GreylistStore()
+    store.record("192.0.2.0/24 a@x b@y", "192.0.2.0/24", T0, S)
+    store.record("198.51.100.0/24 a@x b@y", "198.51.100.0/24", T0, S)
+    assert {"reset": 1} == greylist_report.handle(
+        store, {"action": "reset", "key": "192.0.2.0/24 a@x b@y"}, T0
+    )
+    assert {"reset": 1} == greylist_report.handle(store, {"action": "reset", "all": True}, T0)
+    assert ({}, {}) == (store.entries, store.clients)

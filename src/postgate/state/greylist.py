@@ -102,6 +102,16 @@ class GreylistStore:
         gone = _evict(self.entries, now - self.lifetime)
         return gone + _evict(self.clients, now - self.lifetime)
 
+    def forget(self, key: str) -> int:
+        """Forget one triplet or client (by its exact key); return how many records went."""
+        gone = 0
+        for kind, records in ((ENTRIES, self.entries), (CLIENTS, self.clients)):
+            if records.pop(key, None) is not None:
+                gone += 1
+                if self.disk is not None:
+                    self.disk.delete(kind, key)
+        return gone
+
     def reset(self, prefix: str = "") -> int:
         """Forget triplets and clients whose key starts with ``prefix``; return how many."""
         gone = 0
