@@ -61,7 +61,13 @@ class GreylistStore:
         return Seen(self.entries.get(key), self.clients.get(client))
 
     def record(self, key: str, client: str, now: float, settings: Settings) -> Outcome:
-        """Check-and-record for one triplet: `step` on what is held, then store its result."""
+        """Check-and-record for one triplet: `step` on what is held, then store its result.
+
+        Two keys (the triplet, its client) and five numbers (now, delay,
+        retry window, lifetime, allowlist_after) in, one outcome out: the
+        shape of one atomic server-side script for a shared backend (read
+        both hashes, judge, write them back with their expiry).
+        """
         outcome = step(self.seen(key, client), now, settings)
         self.lifetime = max(self.lifetime, settings.lifetime)
         if outcome.entry is not None:
