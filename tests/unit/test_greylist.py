@@ -253,6 +253,25 @@ class TestRule:
         deferred = "DEFER_IF_PERMIT 4.7.1 Greylisted, try again later"
         assert [deferred, deferred, "DUNNO"] == texts
 
+    def test_a_retry_from_another_address_of_the_64_passes(self, tmp_path: Path) -> None:
+        cfg = config(tmp_path, GREY_UNKNOWN)
+        first, retry = mail("2001:db8:5:6::1"), mail("2001:db8:5:6:ffff::25")
+        assert ["DEFER_IF_PERMIT 4.7.1 Greylisted, try again later", "DUNNO"] == self.answers(
+            cfg, [(T0, first), (T0 + 400, retry)]
+        )
+
+    def test_a_pool_retry_from_another_network_passes_only_when_pool_aware(
+        self, tmp_path: Path
+    ) -> None:
+        rules = GREY_UNKNOWN.replace('client_name = "unknown"\n', "")
+        first = mail("40.92.1.1", "a@outlook.com", name="mail-1.outbound.protection.outlook.com")
+        retry = mail("52.100.9.9", "a@outlook.com", name="mail-9.eur.outlook.com")
+        plan = [(T0, first), (T0 + 400, retry)]
+        plain = self.answers(config(tmp_path, rules), plan)
+        pooled = self.answers(config(tmp_path, rules.replace("}", ", pool = true }")), plan)
+        deferred = "DEFER_IF_PERMIT 4.7.1 Greylisted, try again later"
+        assert ([deferred, deferred], [deferred, "DUNNO"]) == (plain, pooled)
+
     def test_a_client_the_rule_does_not_select_is_never_deferred(self, tmp_path: Path) -> None:
         cfg = config(tmp_path, GREY_UNKNOWN)
         named = mail(name="mx.example.org")
