@@ -197,7 +197,7 @@ def _postgrey_clients(clients: postgrey.PostgreyClients, text: str) -> Condition
     """postgrey's client test: the name (or a name above it), a pattern, or the address."""
     parts = [match.in_keys("client_name", clients.names, text)]
     if clients.patterns:
-        parts.append(match.matches("client_name", clients.patterns, text))
+        parts.append(match.matches("client_name", postgrey.combined(clients.patterns), text))
     parts.append(match.in_networks("client_address", clients.networks, text))
     return match.Condition(
         f"client_name or client_address in {text}", match.AnyOf(tuple(p.code for p in parts))

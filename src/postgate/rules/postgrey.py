@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from postgate.rules.networks import Network, NetworkSet, parse_address, parse_network
-from postgate.rules.patterns import Pattern, PatternError, compile_pattern
+from postgate.rules.patterns import FLAGS, Pattern, PatternError, compile_pattern
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -127,6 +127,7 @@ class PostgreyRecipients:
     users: frozenset[str]
     domains: Suffixes
     patterns: tuple[Pattern, ...]
+    joined: tuple[Pattern, ...] = ()  # `combined(patterns)`, searched
 
     def __contains__(self, recipient: str) -> bool:
         local, at, domain = recipient.rpartition("@")
@@ -134,7 +135,7 @@ class PostgreyRecipients:
             user = local.partition("+")[0]
             if f"{user}@{domain}" in self.addresses or user in self.users or domain in self.domains:
                 return True
-        return any(p.search(recipient) for p in self.patterns)
+        return any(p.search(recipient) for p in self.joined)
 
     @property
     def size(self) -> int:
@@ -144,6 +145,19 @@ class PostgreyRecipients:
         users = sorted(f"{u}@" for u in self.users)
         shown = [p.source for p in self.patterns]
         return [*sorted(self.addresses), *users, *self.domains.canonical(), *shown]
+
+
+def combined(patterns: tuple[Pattern, ...]) -> tuple[Pattern, ...]:
+    """Checked patterns as one alternation: one search per value instead of one per line.
+
+    Each part passed the bounded check alone, and an alternation at the top
+    tries them one after the other, as separate searches would, so the
+    whole stays bounded; groups are renumbered by ``re``, never referred to.
+    """
+    if len(patterns) < 2:
+        return patterns
+    source = "|".join(f"(?:{p.source})" for p in patterns)
+    return (Pattern(source, re.compile(source, FLAGS)),)
 
 
 def _named(values: Iterable[object], kind: str) -> frozenset[str]:
@@ -159,7 +173,8 @@ def build(kind: str, values: list[object]) -> PostgreyClients | PostgreyRecipien
         networks = NetworkSet.build([v for v in values if isinstance(v, Network)])
         return PostgreyClients(Suffixes(_named(values, "name")), patterns, networks)
     domains = Suffixes(_named(values, "domain"))
-    return PostgreyRecipients(_named(values, "address"), _named(values, "user"), domains, patterns)
+    addresses, users = _named(values, "address"), _named(values, "user")
+    return PostgreyRecipients(addresses, users, domains, patterns, combined(patterns))
 
 
 __all__ = [
@@ -171,5 +186,6 @@ __all__ = [
     "Suffixes",
     "build",
     "client_entry",
+    "combined",
     "recipient_entry",
 ]
