@@ -56,3 +56,20 @@ def test_a_reload_that_lowers_a_limit_keeps_the_counts(tmp_path: Path) -> None:
     assert after.startswith(b"action=450 4.7.1 Rate limit exceeded"), after
     store = read_file(tmp_path / "state" / "state.sqlite", 0.0)
     assert ["alice"] == [e["key"] for e in store.entries()]
+
+
+def test_a_stateless_config_opens_no_file_until_a_reload_adds_a_limit(tmp_path: Path) -> None:
+    config = tmp_path / "p.toml"
+    config.write_text('[[rules]]\nid = "R"\nhelo_name = "x"\naction = "DUNNO"\n')
+    port = free_port()
+    with Daemon(config, (f"tcp:{port}:interface=127.0.0.1",)) as daemon:
+        before = (tmp_path / "state").exists()
+        config.write_text(RULE.format(n=1))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_log('"event":"state_loaded"')
+        with connect(("127.0.0.1", port), socket.AF_INET) as sock:
+            answers = [message(sock, n) for n in range(2)]
+        daemon.stop()
+    assert (False, True) == (before, (tmp_path / "state" / "state.sqlite").exists())
+    assert answers[0] == b"action=DUNNO\n\n"
+    assert answers[1].startswith(b"action=450 4.7.1"), answers

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from postgate.answer import Answer, Local, settle
+from postgate.commands.rule_tests import replay_main
 from postgate.commands.rule_tests import test_main as run_tests
 from postgate.commands.wiring import needed_lists
 from postgate.config.load import Config, load_config
 from postgate.config.problems import ConfigError
 from postgate.state.limit_facts import LimitFacts
-from postgate.state.limits import LimitStore
+from postgate.state.limits import MAX_FLIGHTS, LimitStore
 from postgate.wire.codec import PolicyRequest
 
 if TYPE_CHECKING:
@@ -263,3 +265,32 @@ def test_data_wiring_counts_recipient_count_as_policyd_rate_limit_does(tmp_path:
             eom = mail.ask("END-OF-MESSAGE", instance, recipient_count="3")
             run.answer(eom, T0)
     assert ["DEFAULT", "DEFAULT", "DEFAULT", "RATE"] == rules
+
+
+def test_messages_in_flight_are_bounded() -> None:
+    store = LimitStore()
+    for n in range(MAX_FLIGHTS + 5):
+        store.reserve("R", "k", f"i{n}", f"s{n}", 1, T0)
+    assert (MAX_FLIGHTS, MAX_FLIGHTS) == (len(store.flights), store.reserved["R", "k"])
+    assert "i0" not in store.flights
+
+
+def test_each_test_file_starts_with_empty_state(tmp_path: Path) -> None:
+    examples = ROOT / "conf" / "examples"
+    shutil.copy(examples / "limits.toml", tmp_path / "limits.toml")
+    for name in ("test_a.policy", "test_b.policy"):
+        shutil.copy(examples / "test_limits.policy", tmp_path / name)
+    out = io.StringIO()
+    assert 0 == run_tests([str(tmp_path)], out, io.StringIO()), out.getvalue()
+    assert "24 passed, 0 failed" in out.getvalue()
+
+
+def test_replay_counts_each_case_once_even_when_one_fails(tmp_path: Path) -> None:
+    examples = ROOT / "conf" / "examples"
+    text = (examples / "test_limits.policy").read_text()
+    broken = text.replace("# expect: DUNNO", "# expect: REJECT no", 1)
+    (tmp_path / "c.policy").write_text(broken)
+    out = io.StringIO()
+    argv = ["-c", str(examples / "limits.toml"), str(tmp_path / "c.policy")]
+    assert 1 == replay_main(argv, out, io.StringIO())
+    assert "expectations: 11 held, 1 failed" in out.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 from postgate.state import windows as w
 
@@ -84,3 +85,24 @@ def test_a_long_idle_key_starts_again_from_zero() -> None:
     w.add(ring, 60, 0.0, 4)
     w.add(ring, 60, 1e6, 1)
     assert 1 == w.count(ring, 60, 1e6)
+
+
+def test_counts_and_waits_agree_with_a_log_of_every_charge() -> None:
+    """Against the definition: a charge counts while its sub-bucket is one of the last 11."""
+    rng = random.Random(7)
+    ring, log, now = w.new_ring(), [], 0.0
+    for _ in range(3000):
+        now += rng.choice((0.0, 1.0, 7.0, 60.0, 400.0))
+        if rng.random() < 0.7:
+            weight = rng.randint(1, 5)
+            w.add(ring, 600, now, weight)
+            log.append((w.bucket(600, now), weight))
+        current = w.bucket(600, now)
+        alive = [(b, n) for b, n in log if b >= current - w.SLOTS]
+        assert sum(n for _, n in alive) == w.count(ring, 600, now)
+        room = rng.randint(0, 20)
+        wait = w.retry(ring, 600, now, room)
+        assert w.count(ring, 600, now + wait) <= room
+        if wait > 0:
+            assert w.count(ring, 600, now + wait - 0.001) > room
+    assert len(ring) <= 1 + w.CELLS

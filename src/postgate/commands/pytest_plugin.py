@@ -77,7 +77,8 @@ class PolicyFile(pytest.File):
         engines = self.config.stash.setdefault(_ENGINES, {})
         if path not in engines:
             engines[path] = replay.load_engine(path)
-        return engines[path]
+        fresh: Engine = replay.fresh_state(engines[path])  # each file's state starts empty
+        return fresh
 
     def _config_path(self, replay: Any) -> Path:
         header: Path | None = replay.config_header(self.path)

@@ -13,7 +13,7 @@ their state in memory for the run (`Engine.facts`).
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from postgate.answer import Local, failed, settle
@@ -69,6 +69,11 @@ def load_engine(path: Path) -> Engine:
         raise LoadError("\n".join(lines), EX_CONFIG) from None
     warnings = tuple(report_lines(path, (), config.warnings))
     return Engine(config, str(path), warnings, Local(local_providers(config)))
+
+
+def fresh_state(engine: Engine) -> Engine:
+    """The same configuration with empty state: each test file starts from nothing."""
+    return replace(engine, facts=Local(local_providers(engine.config)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +293,7 @@ __all__ = [
     "check",
     "diff",
     "evaluate",
+    "fresh_state",
     "load_engine",
     "replay",
     "state_summary",

@@ -33,6 +33,7 @@ from postgate.commands.replay import (
     describe_outcome,
     diff,
     evaluate,
+    fresh_state,
     has_expectation,
     load_cases,
     load_engine,
@@ -164,25 +165,28 @@ def _replay(argv: Sequence[str], out: TextIO, err: TextIO, stdin: TextIO | None)
         return _diff_report(engine, _engine(args.against, err), args, out, stdin)
     cases = _read_all(args.files, stdin)
     now = _clock(args)
-    # Cases with expectations are traced on this one pass: deciding again to
-    # explain a failure would count or record a second time in stateful rules.
-    outcomes = [
-        evaluate(engine, case, trace=args.verbose or has_expectation(case), now=now)
-        for case in cases
-    ]
+    # A stateful ruleset is traced at once: evaluating a case again would
+    # count it twice.
+    traced = args.verbose or engine.config.ruleset.needs_facts
+    outcomes = [evaluate(engine, case, trace=traced, now=now) for case in cases]
     for outcome in outcomes:
         print(describe_outcome(outcome), file=out)
         for step in outcome.trace if args.verbose else ():
             print(f"    {step}", file=out)
     print("", *summarize(outcomes), *state_summary(engine), sep="\n", file=out)
-    return _verdicts(outcomes, out)
+    return _verdicts(engine, outcomes, out)
 
 
-def _verdicts(outcomes: Sequence[Outcome], out: TextIO) -> int:
+def _verdicts(engine: Engine, outcomes: Sequence[Outcome], out: TextIO) -> int:
     checked = [o for o in outcomes if has_expectation(o.case)]
     failed = [o for o in checked if check(o)]
     for outcome in failed:
-        print("", describe_failure(outcome), sep="\n", file=out)
+        traced = (
+            outcome
+            if outcome.trace
+            else evaluate(engine, outcome.case, trace=True, now=outcome.now)
+        )
+        print("", describe_failure(traced), sep="\n", file=out)
     if not checked:
         return 0
     print(f"\nexpectations: {len(checked) - len(failed)} held, {len(failed)} failed", file=out)
@@ -320,7 +324,7 @@ def _test_file(
     try:
         if config not in tally.engines:
             tally.engines[config] = _engine(config, err)
-        engine = tally.engines[config]
+        engine = fresh_state(tally.engines[config])
         cases = [case for case in load_cases(path) if has_expectation(case)]
     except LoadError as exc:
         tally.error(exc.status, f"{path}:\n{exc}", err)

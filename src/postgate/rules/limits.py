@@ -131,19 +131,18 @@ class LimitCheck:
             parts.append(value.replace("|", "%7C"))
         return "|".join(parts)
 
-    def fact(self, request: PolicyRequest) -> str:
-        return f"{PREFIX}:{self.rule}:{self.key_of(request)}"
-
     def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
         # At END-OF-MESSAGE the message's reservations are read even when the
         # key is empty there (``recipient`` is, with several recipients).
-        if self.key_of(request) or request.get("protocol_state").upper() == EOM:
-            return frozenset({self.fact(request)})
+        key = self.key_of(request)
+        if key or request.get("protocol_state").upper() == EOM:
+            return frozenset({f"{PREFIX}:{self.rule}:{key}"})
         return frozenset()
 
     def verdict(self, request: PolicyRequest, facts: Mapping[str, object], now: float) -> Verdict:
         key = self.key_of(request)
-        view = cast("LimitView | None", facts.get(self.fact(request)))
+        name = f"{PREFIX}:{self.rule}:{key}"
+        view = cast("LimitView | None", facts.get(name))
         if view is None:
             return Verdict(holds=False, note=f"no {'+'.join(self.key)}: not limited")
         stage = request.get("protocol_state").upper()
@@ -153,7 +152,7 @@ class LimitCheck:
         refused = self._refused(key, view, need, now)
         if refused is not None:
             return refused
-        effects = (Effect(self.fact(request), Reserve(self.rule, key, need)),)
+        effects = (Effect(name, Reserve(self.rule, key, need)),)
         reserve = effects if stage in _RESERVING else ()
         return Verdict(holds=False, effects=reserve, note=self._note(view, now))
 
@@ -199,7 +198,7 @@ class LimitCheck:
         if not held:
             return Verdict(holds=False, note=f"no {'+'.join(self.key)}: not limited")
         charges = tuple((k, self._weight(request, own)) for k, own in sorted(held.items()))
-        effect = Effect(self.fact(request), Charge(self.rule, self.seconds, charges))
+        effect = Effect(f"{PREFIX}:{self.rule}:{key}", Charge(self.rule, self.seconds, charges))
         shown = ", ".join(f"{k} +{n}" for k, n in charges)
         return Verdict(holds=False, effects=(effect,), note=f"charged {shown} {self.count}")
 

@@ -10,10 +10,15 @@ charged at END-OF-MESSAGE, when the same SMTP session starts another
 transaction, or after ``reservation_timeout`` seconds: a message refused or
 abandoned is never charged.
 
-The operations are the ones a shared backend would run as one atomic
-script each: `view` (read counts and reservations), `reserve`, `charge`
-(which also releases), `release`, `entries` and `reset`. Everything runs
-on the caller's thread; a `DiskStore` persists charges behind it.
+The operations are the ones a shared backend runs as one atomic script
+each (a Redis backend: one Lua script per operation, loaded once and run
+with EVALSHA): `view` (the counts of a key's windows and what other
+messages reserve), `reserve` (set this message's share), `charge` (add to
+every window and end the message's reservations), `release`, `entries` and
+`reset`. The layout carries over: a counter is one key ``RULE:SECONDS:KEY``
+holding a `windows.Ring`, a reservation a field per ``instance`` of a hash
+per (rule, key). Everything here runs on the caller's thread; a `DiskStore`
+persists charges behind it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
 KIND: Final = "limit"  # the DiskStore kind of counter rows
 SWEEP_EVERY: Final = 10.0  # seconds of the clock between sweeps of expired state
 SWEEP_CHUNK: Final = 2000  # counters looked at per sweep step: never a long pause
+# Messages in flight at once; past it the oldest stops reserving (a flood of
+# transactions that never end must not grow memory without bound).
+MAX_FLIGHTS: Final = 100_000
 
 
 class View:
@@ -46,11 +54,11 @@ class View:
         self.own, self.reserved, self.held = own, reserved, held
 
     def counted(self, seconds: int, now: float) -> int:
-        ring = self.store.counters.get((self.rule, self.key, seconds))
+        ring = self.store.counters.get(counter(self.rule, self.key, seconds))
         return 0 if ring is None else windows.count(ring, seconds, now)
 
     def retry(self, seconds: int, now: float, room: int) -> float:
-        ring = self.store.counters.get((self.rule, self.key, seconds))
+        ring = self.store.counters.get(counter(self.rule, self.key, seconds))
         if ring is None:
             return 0.0 if room >= 0 else float("inf")
         return windows.retry(ring, seconds, now, room)
@@ -70,14 +78,15 @@ class LimitStore:
     """Counters and reservations, in memory; written behind to ``disk`` when given."""
 
     def __init__(self, disk: DiskStore | None = None, reservation_timeout: float = 900.0) -> None:
-        self.counters: dict[tuple[str, str, int], windows.Ring] = {}
+        # ``RULE:SECONDS:KEY`` (`counter`): one string, as the file's rows are keyed.
+        self.counters: dict[str, windows.Ring] = {}
         self.reserved: dict[tuple[str, str], int] = {}
         self.flights: dict[str, Flight] = {}
         self.sessions: dict[str, str] = {}  # session -> its current instance
         self.disk = disk
         self.timeout = reservation_timeout
         self._swept = float("-inf")
-        self._pending: Iterator[tuple[str, str, int]] = iter(())
+        self._pending: Iterator[str] = iter(())
         # Messages that ended without END-OF-MESSAGE, while none was ever seen.
         self.unfinished = 0
         self.ends_seen = False
@@ -88,8 +97,7 @@ class LimitStore:
             return 0
         loaded = 0
         for row, value, _ in self.disk.rows(KIND, now):
-            rule, seconds, key = row.split(":", 2)
-            self.counters[rule, key, int(seconds)] = json.loads(value)
+            self.counters[row] = json.loads(value)
             loaded += 1
         return loaded
 
@@ -107,6 +115,8 @@ class LimitStore:
         """This message now holds ``amount`` of (rule, key) until it ends."""
         flight = self.flights.get(instance)
         if flight is None:
+            if len(self.flights) >= MAX_FLIGHTS:
+                self.release(next(iter(self.flights)))
             flight = self.flights[instance] = Flight(session, now)
             self.sessions[session] = instance
         before = flight.holds.get((rule, key), 0)
@@ -125,11 +135,14 @@ class LimitStore:
         self.ends_seen = True
         for key, weight in charges:
             for seconds in spans:
-                ring = self.counters.get((rule, key, seconds))
+                name = counter(rule, key, seconds)
+                ring = self.counters.get(name)
                 if ring is None:
-                    ring = self.counters[rule, key, seconds] = windows.new_ring()
+                    ring = self.counters[name] = windows.new_ring()
                 windows.add(ring, seconds, now, weight)
-                self._persist(rule, key, seconds, ring)
+                if self.disk is not None:
+                    expires = windows.expires(ring, seconds)
+                    self.disk.put(KIND, name, json.dumps(ring), expires)
         flight = self.flights.get(instance)
         if flight is not None:
             for held in [h for h in flight.holds if h[0] == rule]:
@@ -151,7 +164,8 @@ class LimitStore:
     def entries(self, rule: str = "", key: str = "", prefix: str = "") -> list[dict[str, object]]:
         """The counters (and reservations) matching, for ``postgate state``."""
         found: dict[tuple[str, str], dict[str, object]] = {}
-        for (r, k, seconds), ring in self.counters.items():
+        for name, ring in self.counters.items():
+            r, seconds, k = split(name)
             if _matches(r, k, rule, key, prefix):
                 entry = found.setdefault((r, k), {"rule": r, "key": k, "windows": {}})
                 entry["windows"][str(seconds)] = ring  # type: ignore[index]
@@ -162,12 +176,13 @@ class LimitStore:
 
     def reset(self, rule: str = "", key: str = "", prefix: str = "") -> int:
         """Forget the counters matching; returns how many (rule, key) were reset."""
-        gone = [c for c in self.counters if _matches(c[0], c[1], rule, key, prefix)]
-        for r, k, seconds in gone:
-            del self.counters[r, k, seconds]
+        gone = [(n, split(n)) for n in self.counters]
+        gone = [(n, (r, s, k)) for n, (r, s, k) in gone if _matches(r, k, rule, key, prefix)]
+        for name, _ in gone:
+            del self.counters[name]
             if self.disk is not None:
-                self.disk.delete(KIND, _row(r, k, seconds))
-        return len({(r, k) for r, k, _ in gone})
+                self.disk.delete(KIND, name)
+        return len({(r, k) for _, (r, _, k) in gone})
 
     # ------------------------------------------------------------ housekeeping
 
@@ -188,10 +203,10 @@ class LimitStore:
         if not chunk:
             self._pending = iter(list(self.counters))
             return
-        for counter in chunk:
-            ring = self.counters.get(counter)
-            if ring is not None and windows.expires(ring, counter[2]) <= now:
-                del self.counters[counter]
+        for name in chunk:
+            ring = self.counters.get(name)
+            if ring is not None and windows.expires(ring, split(name)[1]) <= now:
+                del self.counters[name]
 
     def _unhold(self, held: tuple[str, str], amount: int) -> None:
         left = self.reserved.get(held, 0) - amount
@@ -205,18 +220,19 @@ class LimitStore:
         if self.sessions.get(flight.session) == instance:
             del self.sessions[flight.session]
 
-    def _persist(self, rule: str, key: str, seconds: int, ring: windows.Ring) -> None:
-        if self.disk is not None:
-            expires = windows.expires(ring, seconds)
-            self.disk.put(KIND, _row(rule, key, seconds), json.dumps(ring), expires)
+
+def counter(rule: str, key: str, seconds: int) -> str:
+    """A counter's name: a rule id has no colon, and the key comes last."""
+    return f"{rule}:{seconds}:{key}"
 
 
-def _row(rule: str, key: str, seconds: int) -> str:
-    return f"{rule}:{seconds}:{key}"  # a rule id has no colon; the key comes last
+def split(name: str) -> tuple[str, int, str]:
+    rule, seconds, key = name.split(":", 2)
+    return rule, int(seconds), key
 
 
 def _matches(r: str, k: str, rule: str, key: str, prefix: str) -> bool:
     return (not rule or r == rule) and (not key or k == key) and k.startswith(prefix)
 
 
-__all__ = ["KIND", "Flight", "LimitStore", "View"]
+__all__ = ["KIND", "Flight", "LimitStore", "View", "counter", "split"]

@@ -80,8 +80,7 @@ def read_file(path: Path, now: float) -> LimitStore:
         try:
             query = "SELECT key, value FROM entries WHERE kind = ? AND expires >= ?"
             for row, value in db.execute(query, (KIND, now)):
-                rule, seconds, key = row.split(":", 2)
-                store.counters[rule, key, int(seconds)] = json.loads(value)
+                store.counters[row] = json.loads(value)
         finally:
             db.close()
     except sqlite3.Error as exc:

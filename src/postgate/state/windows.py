@@ -7,12 +7,12 @@ of a window is the sum of the current sub-bucket and the `SLOTS` before it,
 so a charge made at time t is counted until between t + window and
 t + 1.1 x window: no span of the window's length ever holds more than
 the limit, and a charge is forgotten at most a tenth of the window late.
-Memory is fixed per key and window (12 integers) whatever the traffic,
-unlike a log of every message; docs/rules.md, Rate limits, compares it
+Memory is bounded per key and window (2 to 12 integers) whatever the
+traffic, unlike a log of every message; docs/rules.md, Rate limits, compares it
 with a fixed window and a sliding log.
 
-Pure functions on a plain ``list[int]`` (``[head, cell0, ..., cell10]``)
-so that the store, its file and a future Redis script share one layout.
+Pure functions on a plain ``list[int]`` (`Ring`) so that the store, its
+file and a future Redis script share one layout.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from typing import Final
 
 SLOTS: Final = 10  # sub-buckets per window: the accuracy is window / SLOTS
 CELLS: Final = SLOTS + 1  # the current sub-bucket and the SLOTS before it
-EMPTY_HEAD: Final = -(1 << 62)  # no charge yet: every cell is stale
+EMPTY_HEAD: Final = -(1 << 62)  # no charge yet
 
+# ``[head, count at head, count at head - 1, ...]``: newest first, and only
+# as long as the oldest non-zero cell, so a key charged once holds two numbers.
 Ring = list[int]
 
 
 def new_ring() -> Ring:
-    return [EMPTY_HEAD] + [0] * CELLS
+    return [EMPTY_HEAD]
 
 
 def bucket(seconds: int, now: float) -> int:
@@ -36,42 +38,42 @@ def bucket(seconds: int, now: float) -> int:
     return math.floor(now * SLOTS / seconds)
 
 
-def _alive(ring: Ring, current: int) -> range:
-    """Sub-buckets still inside the window at ``current`` (a clock stepped back keeps them)."""
-    head = ring[0]
-    low = max(current, head) - SLOTS
-    return range(max(low, head - SLOTS), head + 1)
+def _alive(ring: Ring, current: int) -> int:
+    """How many cells, from the newest, are still inside the window at ``current``."""
+    return max(CELLS - max(current - ring[0], 0), 0)
 
 
 def count(ring: Ring, seconds: int, now: float) -> int:
     """What the window holds at ``now``."""
-    return sum(ring[1 + b % CELLS] for b in _alive(ring, bucket(seconds, now)))
+    return sum(ring[1 : 1 + _alive(ring, bucket(seconds, now))])
 
 
 def add(ring: Ring, seconds: int, now: float, weight: int) -> None:
-    """Charge ``weight`` at ``now``, clearing the sub-buckets that fell out."""
+    """Charge ``weight`` at ``now``; cells that fell out of the window are dropped."""
     current = bucket(seconds, now)
-    head = ring[0]
-    if current > head:
-        for b in range(max(head + 1, current - SLOTS), current + 1):
-            ring[1 + b % CELLS] = 0
-        ring[0] = head = current
-    ring[1 + head % CELLS] += weight
+    gap = current - ring[0]
+    if gap <= 0:  # the same sub-bucket (or a clock stepped back): the newest cell
+        ring[1] += weight
+        return
+    kept = ring[1 : 1 + max(CELLS - gap, 0)]
+    ring[:] = [current, weight, *([0] * (gap - 1) if kept else ()), *kept]
+    while ring[-1] == 0 and len(ring) > 2:
+        ring.pop()
 
 
 def retry(ring: Ring, seconds: int, now: float, room: int) -> float:
     """Seconds until the window holds at most ``room``; ``math.inf`` when room < 0."""
     if room < 0:
         return math.inf
-    current = bucket(seconds, now)
-    excess = count(ring, seconds, now) - room
+    alive = _alive(ring, bucket(seconds, now))
+    excess = sum(ring[1 : 1 + alive]) - room
     if excess <= 0:
         return 0.0
     freed = 0
-    for b in _alive(ring, current):
-        freed += ring[1 + b % CELLS]
+    for age in range(min(alive, len(ring) - 1) - 1, -1, -1):  # the oldest cell first
+        freed += ring[1 + age]
         if freed >= excess:
-            return max((b + CELLS) * seconds / SLOTS - now, 0.0)
+            return max((ring[0] - age + CELLS) * seconds / SLOTS - now, 0.0)
     return float(seconds)  # unreachable: the whole count frees by then
 
 
