@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from postgate.state import local_providers
+from postgate.state import greylist, local_providers
 from postgate.state.disk import DiskStore
 
 if TYPE_CHECKING:
     from postgate.config.load import Config
+    from postgate.state.greylist import GreylistStore
     from postgate.state.limits import LimitStore
 
 log = structlog.get_logger("postgate")
@@ -46,6 +47,7 @@ class EmbeddedState:
         timeout = config.state.reservation_timeout
         self.providers = local_providers(config, log=_event, reservation_timeout=timeout)
         self.store: LimitStore = self.providers["limit"].store  # type: ignore[attr-defined]
+        self.grey: GreylistStore = self.providers[greylist.PREFIX].store  # type: ignore[attr-defined]
         self.persist(config)
 
     def persist(self, config: Config) -> None:
@@ -67,12 +69,20 @@ class EmbeddedState:
             log.error("state_not_persisted", file=str(settings.file), error=repr(exc))  # noqa: TRY400 - the disk, not the code
             return
         self.store.disk = self.disk = disk
+        self.grey.disk = disk
         try:
             self.store.load(time.time())
+            self.grey.load(time.time())
         except (sqlite3.Error, ValueError) as exc:  # a damaged file: go on with what loaded
             log.error("state_not_loaded", file=str(settings.file), error=repr(exc))  # noqa: TRY400 - the file, not the code
         ms = round((time.monotonic() - started) * 1000, 1)
-        log.info("state_loaded", file=str(settings.file), counters=len(self.store.counters), ms=ms)
+        log.info(
+            "state_loaded",
+            file=str(settings.file),
+            counters=len(self.store.counters),
+            greylist=len(self.grey.entries) + len(self.grey.clients),
+            ms=ms,
+        )
         if self._running:
             disk.start()
 
