@@ -83,7 +83,7 @@ class Greylist:
         seen = facts.get(name)
         if not isinstance(seen, Seen):  # the store could not be read: on_unavailable
             defer = self.settings.defer_unavailable
-            values = {"retry": _seconds(self.settings.delay)} if defer else {}
+            values = {"retry": str(math.ceil(self.settings.delay))} if defer else {}
             return Verdict(holds=defer, values=values, note="greylist state unavailable")
         outcome = step(seen, now, self.settings)
         values = {"retry": str(math.ceil(outcome.wait))} if outcome.defer else {}
