@@ -52,6 +52,7 @@ system-deps:
 	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || missing="$$missing nsd"; \
+	command -v postgrey >/dev/null 2>&1 || [ -x /usr/sbin/postgrey ] || missing="$$missing postgrey"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \

@@ -47,7 +47,7 @@ def test_counters_survive_a_close_and_a_new_start(tmp_path: Path) -> None:
     with capture_logs() as logs:
         again = EmbeddedState(config(tmp_path))
     loaded = [e for e in logs if e["event"] == "state_loaded"]
-    assert [{"limit": 1}] == [e["rows"] for e in loaded]
+    assert [{"limit": 1, "greylist": 0}] == [e["rows"] for e in loaded]
     assert {"3600": 2} == again.command({"key": "alice"})["entries"][0]["counts"]
     again.close()
 

@@ -189,6 +189,6 @@ class TestListKinds:
             ),
             (
                 "lists.z.type: 'ip' is not one of network, domain, address, string, "
-                "fingerprint, pattern"
+                "fingerprint, pattern, postgrey_clients, postgrey_recipients"
             ),
         ] == [f"{p.place}: {p.reason}" for p in problems.errors]

@@ -195,6 +195,16 @@ def _observed_summary(outcomes: Sequence[Outcome]) -> list[str]:
     return lines
 
 
+def state_summary(engine: Engine) -> list[str]:
+    """What stateful rules did over the run (greylisting: how much mail waited, how long)."""
+    lines: list[str] = []
+    for provider in engine.facts.providers.values():
+        summary = getattr(provider, "summary", None)
+        if callable(summary):
+            lines += summary()
+    return lines
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One request answered differently by the old and the new ruleset."""
@@ -324,5 +334,6 @@ __all__ = [
     "fresh_state",
     "load_engine",
     "replay",
+    "state_summary",
     "summarize",
 ]

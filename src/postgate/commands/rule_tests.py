@@ -39,6 +39,7 @@ from postgate.commands.replay import (
     load_engine,
     load_text,
     policy_files,
+    state_summary,
     summarize,
 )
 from postgate.config.load import DEFAULT_PATH
@@ -172,7 +173,7 @@ def _replay(argv: Sequence[str], out: TextIO, err: TextIO, stdin: TextIO | None)
         print(describe_outcome(outcome), file=out)
         for step in outcome.trace if args.verbose else ():
             print(f"    {step}", file=out)
-    print("", *summarize(outcomes), sep="\n", file=out)
+    print("", *summarize(outcomes), *state_summary(engine), sep="\n", file=out)
     return _verdicts(engine, outcomes, out)
 
 

@@ -19,9 +19,11 @@ from postgate.commands.control_client import ControlError, request
 from postgate.commands.replay import EX_CONFIG
 from postgate.config.load import DEFAULT_PATH, Config, load_config
 from postgate.config.problems import ConfigError
+from postgate.rules.greylist import Greylist
 from postgate.rules.limits import LimitCheck
 from postgate.rules.model import Rule
 from postgate.rules.program import walk
+from postgate.state import greylist_report
 from postgate.state.report import StateError, handle, read_file
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true", help="reset: every counter")
     parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     parser.add_argument("--file", type=Path, help="read this state file, not the daemon")
+    parser.add_argument(
+        "--greylist", action="store_true", help="greylist triplets and auto-allowlisted clients"
+    )
     return parser
 
 
@@ -66,6 +71,8 @@ def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = _ask_daemon) 
         err.writelines(f"{p}\n" for p in exc.errors)
         return EX_CONFIG
     args = {k: getattr(opts, k) for k in ("action", "rule", "key", "prefix", "all")}
+    if opts.greylist:
+        return greylist_state(config, opts, args, (out, err), ask)
     try:
         answer = None if opts.file else ask(config, args)
         if answer is None and opts.action == "reset":
@@ -81,6 +88,37 @@ def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = _ask_daemon) 
         out.write(json.dumps(answer, indent=1, sort_keys=True) + "\n")
     else:
         out.writelines(f"{line}\n" for line in text(answer, _windows(config)))
+    return 0 if answer.get("total", answer.get("reset", 1)) else 1
+
+
+def greylist_state(
+    config: Config,
+    opts: argparse.Namespace,
+    args: dict[str, Any],
+    streams: tuple[TextIO, TextIO],
+    ask: Ask,
+) -> int:
+    """``--greylist``: the same actions on greylisting's records (docs/rules.md, Greylisting)."""
+    out, err = streams
+    found = [c.settings for n in walk(config.ruleset.nodes) if isinstance(n, Rule)
+             for c in n.checks if isinstance(c, Greylist)]  # fmt: skip
+    after = min((s.allowlist_after for s in found if s.allowlist_after), default=5)
+    lifetime = max((s.lifetime for s in found), default=35 * 86400.0)
+    try:
+        answer = None if opts.file else ask(config, args | {"kind": "greylist"})
+        if answer is None and opts.action == "reset":
+            err.write("postgate state reset: no running daemon answered; reset needs one\n")
+            return EX_UNAVAILABLE
+        if answer is None:
+            store = greylist_report.read_file(opts.file or config.state.file, time.time(), lifetime)
+            answer = greylist_report.handle(store, args, time.time(), after)
+    except StateError as exc:
+        err.write(f"postgate state: {exc}\n")
+        return 1
+    if opts.json:
+        out.write(json.dumps(answer, indent=1, sort_keys=True) + "\n")
+    else:
+        out.writelines(f"{line}\n" for line in greylist_report.text(answer))
     return 0 if answer.get("total", answer.get("reset", 1)) else 1
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from postgate.state import local_providers
+from postgate.state import greylist, local_providers
 from postgate.state.disk import DiskStore
 from postgate.state.report import handle
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from postgate.config.load import Config
+    from postgate.state.greylist import GreylistStore
     from postgate.state.limits import LimitStore
 
 log = structlog.get_logger("postgate")
@@ -50,6 +51,7 @@ class EmbeddedState:
         timeout = config.state.reservation_timeout
         self.providers = local_providers(config, log=_event, reservation_timeout=timeout)
         self.store: LimitStore = self.providers["limit"].store  # type: ignore[attr-defined]
+        self.grey: GreylistStore = self.providers[greylist.PREFIX].store  # type: ignore[attr-defined]
         self.persist(config)
 
     def persist(self, config: Config) -> None:
@@ -109,6 +111,7 @@ class EmbeddedState:
             "backend": "embedded",
             "file": None if disk is None else str(disk.path),
             "counters": len(self.store.counters),
+            "greylist_entries": len(self.grey.entries) + len(self.grey.clients),
             "in_flight": len(self.store.flights),
             "pending_writes": 0 if disk is None else disk.pending,
             "written": 0 if disk is None else disk.written,

@@ -1,6 +1,6 @@
 """Features postgate does not have yet, and what to run beside it meanwhile.
 
-A postfwd or policyd admin writes ``rate = ...`` or ``reply = "greylisted"``
+A postfwd or policyd admin writes ``rate = ...`` or ``reply = "rate_limited"``
 first; a did-you-mean towards some other key would hide that the feature is
 missing. Config keys and the named replies that belong to these features
 are refused with the sentence below instead. Imports nothing from postgate.
@@ -15,10 +15,6 @@ _RATE: Final = (
     'rate limits are written limit = { key = ["sasl_username"], windows = ["100 per hour"] } '
     "in a rule (docs/rules.md, Rate limits)"
 )
-_GREY: Final = (
-    "greylisting is not supported yet: keep postgrey "
-    "(check_policy_service inet:127.0.0.1:10023) beside postgate"
-)
 _SPF: Final = "SPF checks are not supported yet: keep postfix-policyd-spf-python beside postgate"
 _CONNECTIONS: Final = (
     "connection counting is not supported yet: use Postfix's smtpd_client_connection_count_limit"
@@ -28,7 +24,6 @@ _CONNECTIONS: Final = (
 KEYS: Final = MappingProxyType(
     {
         **dict.fromkeys(("rate", "rate_limit", "ratelimit", "rates", "limits", "quota"), _RATE),
-        **dict.fromkeys(("greylist", "greylisting", "greylisted"), _GREY),
         "spf": _SPF,
     }
 )
@@ -37,7 +32,6 @@ KEYS: Final = MappingProxyType(
 REPLIES: Final = MappingProxyType(
     {
         "too_many_connections": _CONNECTIONS,
-        "greylisted": _GREY,
         "spf_fail": _SPF,
         "spf_temperror": _SPF,
         "spf_permerror": _SPF,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from postgate.rules import dnsbl
+from postgate.rules import dnsbl, greylist
 from postgate.rules.limits import compile_limit
 
 if TYPE_CHECKING:
@@ -25,9 +25,16 @@ if TYPE_CHECKING:
 # key in a [[rules]] table -> its compiler (value, place, context); None when
 # the value is broken, after reporting it to the context's problems.
 COMPILERS: Final[Mapping[str, CheckCompiler]] = {
+    greylist.KEY: greylist.compile_greylist,
     "limit": compile_limit,
     "dnsbl": dnsbl.compile_listed,
     "dnsbl_score": dnsbl.compile_score,
 }
 
-__all__ = ["COMPILERS"]
+# The named reply a rule with this key answers when it gives no action.
+DEFAULT_REPLIES: Final[Mapping[str, str]] = {
+    greylist.KEY: greylist.DEFAULT_REPLY,
+    "limit": "rate_limited",
+}
+
+__all__ = ["COMPILERS", "DEFAULT_REPLIES"]

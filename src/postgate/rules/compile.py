@@ -20,7 +20,7 @@ from postgate.replies.model import Action, Verb
 from postgate.replies.text import ReplyError
 from postgate.rules import match
 from postgate.rules.attributes import KNOWN, STATES
-from postgate.rules.checks import COMPILERS
+from postgate.rules.checks import COMPILERS, DEFAULT_REPLIES
 from postgate.rules.conditions import Context, attribute_error, compile_condition
 from postgate.rules.engine import Ruleset
 from postgate.rules.facts import fold
@@ -241,13 +241,14 @@ class _Compiler:
         for key in ("default", "default_reply"):
             if key in table:
                 self.ctx.error(f"{place}.{key}", "only a group (with rules = [...]) has a default")
-        # A broken shortcut was reported already; a limit answers rate_limited.
-        required = shortcut is False and "limit" not in table
+        implied = next((DEFAULT_REPLIES[key] for key in table if key in DEFAULT_REPLIES), None)
+        # A broken shortcut was reported already.
+        required = shortcut is False and implied is None
         found = self._one_action(table, place, ("action", "reply"), required=required)
+        if found is None and implied is not None:
+            found = self._named(implied, place)
         if isinstance(found, Action):
             return found
-        if found is None and "limit" in table:
-            return named_reply("rate_limited")
         if found is None and isinstance(shortcut, Expansion):
             return self._default(shortcut, place)
         return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.values import Values, check_keys, suggest
-from postgate.rules import match
+from postgate.rules import match, postgrey
 from postgate.rules.attributes import ADDRESS, DOMAIN, FINGERPRINT, FOLDED, IP, KNOWN, NUMERIC
 from postgate.rules.facts import fold
 from postgate.rules.lists import DomainSet, NamedList, PatternSet, parse_entry
@@ -47,6 +47,11 @@ _LIST_FITS: Final[Mapping[str, tuple[frozenset[str], str]]] = {
     "fingerprint": (FINGERPRINT, "fingerprint lists test ccert_(pubkey_)fingerprint"),
     "string": (frozenset(KNOWN), ""),
     "pattern": (frozenset(KNOWN) - NUMERIC, "pattern lists test text, not numbers"),
+    postgrey.CLIENTS: (
+        frozenset({"client_name", "client_address"}),
+        "postgrey client lists test client_name and client_address together",
+    ),
+    postgrey.RECIPIENTS: (frozenset({"recipient"}), "postgrey recipient lists test recipient"),
 }
 
 
@@ -181,9 +186,22 @@ def list_condition(name: str, list_name: str, place: str, ctx: Context) -> Condi
         return match.in_networks(name, entries, text)
     if isinstance(entries, PatternSet):
         return match.matches(name, entries.patterns, text)
+    if isinstance(entries, postgrey.PostgreyClients):
+        return _postgrey_clients(entries, text)
     if named.kind == "string" and name in FOLDED and isinstance(entries, frozenset):
         entries = frozenset(fold(name, e) for e in entries)
     return match.in_keys(name, entries, text)
+
+
+def _postgrey_clients(clients: postgrey.PostgreyClients, text: str) -> Condition:
+    """postgrey's client test: the name (or a name above it), a pattern, or the address."""
+    parts = [match.in_keys("client_name", clients.names, text)]
+    if clients.patterns:
+        parts.append(match.matches("client_name", postgrey.combined(clients.patterns), text))
+    parts.append(match.in_networks("client_address", clients.networks, text))
+    return match.Condition(
+        f"client_name or client_address in {text}", match.AnyOf(tuple(p.code for p in parts))
+    )
 
 
 def _regex(name: str, table: Mapping[str, Any], place: str, ctx: Context) -> Condition | None:

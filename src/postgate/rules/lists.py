@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.values import Values, check_keys
+from postgate.rules import postgrey
 from postgate.rules.networks import Network, NetworkSet, parse_network
 from postgate.rules.patterns import Pattern, PatternError, compile_pattern
 
@@ -27,7 +28,16 @@ if TYPE_CHECKING:
 
     from postgate.config.problems import Problems
 
-KINDS: Final = ("network", "domain", "address", "string", "fingerprint", "pattern")
+KINDS: Final = (
+    "network",
+    "domain",
+    "address",
+    "string",
+    "fingerprint",
+    "pattern",
+    postgrey.CLIENTS,  # postgrey's whitelist files, in their own format
+    postgrey.RECIPIENTS,
+)
 LIST_KEYS: Final = ("type", "items", "file", "subdomains")
 MAX_DOMAIN: Final = 253
 _COMMENT: Final = re.compile(r"(?:^|\s)#")
@@ -101,7 +111,15 @@ class PatternSet:
         return [p.source for p in self.patterns]
 
 
-Entries = NetworkSet | DomainSet | AddressSet | PatternSet | frozenset[str]
+Entries = (
+    NetworkSet
+    | DomainSet
+    | AddressSet
+    | PatternSet
+    | postgrey.PostgreyClients
+    | postgrey.PostgreyRecipients
+    | frozenset[str]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +195,8 @@ _PARSERS: Final[Mapping[str, Callable[[str], tuple[object | None, str | None]]]]
     "string": _string,
     "fingerprint": _fingerprint,
     "pattern": _pattern,
+    postgrey.CLIENTS: postgrey.client_entry,
+    postgrey.RECIPIENTS: postgrey.recipient_entry,
 }
 
 
@@ -209,6 +229,8 @@ def build_entries(kind: str, values: list[object], subdomains: bool) -> Entries:
         return NetworkSet.build([v for v in values if isinstance(v, Network)])
     if kind == "pattern":
         return PatternSet(tuple(v for v in values if isinstance(v, Pattern)))
+    if kind in (postgrey.CLIENTS, postgrey.RECIPIENTS):
+        return postgrey.build(kind, values)
     names = frozenset(str(v) for v in values)
     if kind == "domain":
         return DomainSet(names, subdomains)
@@ -339,7 +361,7 @@ def _checked(
     A problem with an entry still usable is a warning, otherwise an error.
     """
     # A pattern may hold a space; other entries never do, so a space means two.
-    spaced = parse is not _pattern and _SPACE.search(text)
+    spaced = parse is not _pattern and _SPACE.search(text)  # postgrey's lines have no spaces
     entry, problem = (None, _SPACED) if spaced else parse(text)
     if problem:
         if problem == _SPACED:
