@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SCRIPTS: Final = {"add": "return redis.call('INCRBY', KEYS[1], ARGV[1])"}
 BOUND: Final = 15.0  # seconds any wait below may take at most
-SECRET: Final = "test-only-secret"  # requirepass of the private server
+SECRET: Final = "test-only-secret"  # noqa: S105 - requirepass of the private server
 
 
 @pytest.fixture
