@@ -48,7 +48,7 @@ def client(server: PrivateRedis, reply_timeout: float = 0.3) -> Redis:
 
 
 async def pause(seconds: float) -> None:
-    await deferLater(reactor, seconds)  # type: ignore[arg-type]
+    await deferLater(reactor, seconds)
 
 
 async def until_answering(redis: Redis) -> float:
