@@ -10,7 +10,9 @@ trip per operation; this module only runs them:
 * While no connection is up, a call fails at once instead of queueing behind
   the reconnect: an outage then costs each answer nothing, and pending calls
   cannot pile up. The factory reconnects by itself (at most
-  `RECONNECT_MAX_DELAY` s apart).
+  `RECONNECT_MAX_DELAY` s apart). txredisapi gives up for good when AUTH or
+  SELECT fails on a new connection (a Redis paused just then), so a pool
+  that has had no connection for `REBUILD_AFTER` s is replaced by a new one.
 * A reply later than ``reply_timeout`` fails the call (txredisapi drops the
   connection), so a stopped Redis (SIGSTOP) holds no answer; the fact
   gatherer's deadline bounds the whole request anyway. The Deferred handed
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("postgate")
 
 RECONNECT_MAX_DELAY: Final = 2.0
+REBUILD_AFTER: Final = 5.0
 
 
 class RedisDownError(Exception):
@@ -59,11 +62,13 @@ class Redis:
         self.calls = 0
         self.errors = 0
         self.seconds = 0.0  # summed round-trip time of the calls that succeeded
+        self._built = 0.0  # when the pool was made (monotonic)
 
     def start(self) -> None:
+        self._built = time.monotonic()
         s = self.settings
         common = {
-            "dbid": s.database,
+            "dbid": s.database or None,  # 0 is Redis's default: no SELECT to fail
             "poolsize": s.connections,
             "reconnect": True,
             "password": s.password,
@@ -95,6 +100,9 @@ class Redis:
         self.calls += 1
         if not self.connected:
             self._failed_now(RedisDownError(f"no connection to {self.settings.address}"))
+            if self._handler is not None and time.monotonic() - self._built > REBUILD_AFTER:
+                self._handler.disconnect().addErrback(lambda _: None)
+                self.start()
             return fail(RedisDownError(self.settings.address))
         source, sha = self._scripts[name]
         started = time.monotonic()
@@ -145,4 +153,4 @@ async def _nothing() -> None:
     return None
 
 
-__all__ = ["RECONNECT_MAX_DELAY", "Redis", "RedisDownError"]
+__all__ = ["REBUILD_AFTER", "RECONNECT_MAX_DELAY", "Redis", "RedisDownError"]
