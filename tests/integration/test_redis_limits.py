@@ -11,17 +11,20 @@ and counting resumes without a restart of postgate.
 
 from __future__ import annotations
 
+import io
+import json
 import random
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
+from postgate.commands.state import main as postgate_state
 from postgate.config.redis import RedisSettings
 from postgate.daemon.redis import Redis
 from postgate.state import windows
@@ -159,6 +162,33 @@ def test_redis_stopped_paused_and_restarted_under_traffic(
     assert "Traceback" not in log
     assert 2 >= log.count('"event":"redis_unavailable"') >= 1
     assert log.count('"event":"redis_recovered"') >= 1
+
+
+def test_postgate_state_lists_and_resets_the_counters_in_redis(
+    tmp_path: Path, redis: PrivateRedis
+) -> None:
+    port = free_port()
+    file = config(tmp_path, redis.port, 3)
+    with (
+        Daemon(file, (f"tcp:{port}:interface=127.0.0.1",)),
+        connect(("127.0.0.1", port), socket.AF_INET) as sock,
+    ):
+        for user, sent in (("alice", 2), ("bob", 1)):
+            for n in range(sent):
+                assert DUNNO == message(sock, user, f"{user}.1.1.{n}")
+    listed = state(file, "list", "--json")
+    counts = {e["key"]: e["counts"] for e in listed["entries"]}
+    assert {"alice": {"3600": 2}, "bob": {"3600": 1}} == counts
+    assert {"reset": 1} == state(file, "reset", "--key", "alice", "--json")
+    assert ["bob"] == [e["key"] for e in state(file, "list", "--json")["entries"]]
+
+
+def state(file: Path, *args: str) -> dict[str, Any]:
+    out, err = io.StringIO(), io.StringIO()
+    status = postgate_state([*args, "-c", str(file)], out, err)
+    assert 0 == status, err.getvalue()
+    found: dict[str, Any] = json.loads(out.getvalue())
+    return found
 
 
 def _until_counting(sock: socket.socket, user: str) -> None:

@@ -209,11 +209,11 @@ def view_of(reply: Sequence[object], spans: Sequence[int]) -> RedisView:
     view.held = {str(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
     for seconds, ring in zip(spans, rings, strict=True):  # type: ignore[call-overload]
         if ring:
-            view.rings[seconds] = _ring([int(cell) for cell in ring])
+            view.rings[seconds] = ring_of([int(cell) for cell in ring])
     return view
 
 
-def _ring(stored: list[int]) -> windows.Ring:
+def ring_of(stored: list[int]) -> windows.Ring:
     """Redis's ring (head, then the cells by sub-bucket modulo 11) in `windows.Ring`'s order."""
     head, cells = stored[0], stored[1:]
     ring = [head] + [cells[(head - age) % windows.CELLS] for age in range(windows.CELLS)]
@@ -222,4 +222,4 @@ def _ring(stored: list[int]) -> windows.Ring:
     return ring
 
 
-__all__ = ["CHARGE", "CHECK", "RELEASE", "SCRIPTS", "RedisView", "need_rule", "view_of"]
+__all__ = ["CHARGE", "CHECK", "RELEASE", "SCRIPTS", "RedisView", "need_rule", "ring_of", "view_of"]
