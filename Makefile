@@ -53,6 +53,7 @@ system-deps:
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || missing="$$missing nsd"; \
 	command -v postgrey >/dev/null 2>&1 || [ -x /usr/sbin/postgrey ] || missing="$$missing postgrey"; \
+	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \

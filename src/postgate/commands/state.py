@@ -2,7 +2,9 @@
 
 Asks the running daemon over its control socket when it has one (its
 counters are the live ones, and only it can reset them); otherwise reads the
-state file (``[state] directory``) for ``list`` and ``show``. ``--json``
+state file (``[state] directory``) for ``list`` and ``show``. With
+``[state] backend = "redis"`` it reads and resets Redis directly
+(`postgate.commands.redis_state`). ``--json``
 prints the answer as one JSON document for scripts. Exit statuses: 0 done,
 1 nothing matched, 2 usage, 69 no daemon to reset with, 78 a refused config.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from postgate.commands.control_client import ControlError, request
+from postgate.commands.redis_state import redis_state
 from postgate.commands.replay import EX_CONFIG
 from postgate.config.load import DEFAULT_PATH, Config, load_config
 from postgate.config.problems import ConfigError
@@ -74,7 +77,12 @@ def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = _ask_daemon) 
     if opts.greylist:
         return greylist_state(config, opts, args, (out, err), ask)
     try:
-        answer = None if opts.file else ask(config, args)
+        redis = config.state.redis if config.state.backend == "redis" else None
+        answer: dict[str, Any] | None = None
+        if redis is not None and not opts.file:  # the shared counters, not one daemon's
+            answer = redis_state(redis, args, time.time())
+        elif not opts.file:
+            answer = ask(config, args)
         if answer is None and opts.action == "reset":
             err.write("postgate state reset: no running daemon answered; reset needs one\n")
             return EX_UNAVAILABLE

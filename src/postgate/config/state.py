@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.redis import RedisSettings, parse_redis_settings
 from postgate.config.values import Values, check_keys
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from postgate.config.problems import Problems
 
 FILE_NAME: Final = "state.sqlite"
-BACKENDS: Final = ("embedded",)
+BACKENDS: Final = ("embedded", "redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +34,15 @@ class StateSettings:
     # stops reserving after this many seconds (Postfix's smtpd_timeout is
     # 300 s per command; a large upload takes several).
     reservation_timeout: float = 900.0
+    # backend = "redis": where; docs/operations.md, Redis.
+    redis: RedisSettings | None = None
 
     @property
     def file(self) -> Path:
         return self.directory / FILE_NAME
 
 
-# ``[state.redis]`` belongs to the shared backend, which reads it itself.
+# ``[state.redis]`` is read by `postgate.config.redis`.
 _KEYS: Final = ("directory", "backend", "reservation_timeout", "redis")
 
 
@@ -61,10 +64,18 @@ def parse_state_settings(
         directory = base_dir / Path(given).expanduser()
     elif given is not None:
         problems.error("state.directory", f"must be a directory path, not {given!r}")
+    backend = get.choice("backend", base.backend, BACKENDS)
+    raw_redis = raw.get("redis", {})
+    redis = None
+    if not isinstance(raw_redis, dict):
+        problems.error("state.redis", "must be a table ([state.redis])")
+    elif backend == "redis" or raw_redis:
+        redis = parse_redis_settings(raw_redis, problems, base_dir)
     return StateSettings(
         directory=directory,
-        backend=get.choice("backend", base.backend, BACKENDS),
+        backend=backend,
         reservation_timeout=get.number("reservation_timeout", base.reservation_timeout, 10, 86400),
+        redis=redis,
     )
 
 

@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from postgate.daemon.redis import Redis
+from postgate.daemon.redis_limits import RedisLimitFacts
 from postgate.state import greylist, local_providers
 from postgate.state.disk import DiskStore
+from postgate.state.limit_scripts import SCRIPTS
 from postgate.state.report import handle
 
 if TYPE_CHECKING:
@@ -52,6 +55,13 @@ class EmbeddedState:
         self.providers = local_providers(config, log=_event, reservation_timeout=timeout)
         self.store: LimitStore = self.providers["limit"].store  # type: ignore[attr-defined]
         self.grey: GreylistStore = self.providers[greylist.PREFIX].store  # type: ignore[attr-defined]
+        self.redis: Redis | None = None
+        self.shared: RedisLimitFacts | None = None
+        settings = config.state.redis
+        if config.state.backend == "redis" and settings is not None:
+            self.redis = Redis(settings, SCRIPTS)
+            self.shared = RedisLimitFacts(self.redis, config, timeout, _event)
+            self.providers["limit"] = self.shared
         self.persist(config)
 
     def persist(self, config: Config) -> None:
@@ -89,12 +99,18 @@ class EmbeddedState:
 
     def start(self) -> None:
         self._running = True
+        if self.redis is not None:
+            self.redis.start()
         if self.disk is not None:
             self.disk.start()
 
     def reconfigure(self, config: Config) -> None:
         """What a reload may change without a restart: the reservation timeout, the file's use."""
         self.store.timeout = config.state.reservation_timeout
+        if self.shared is not None:
+            self.shared.reconfigure(config, config.state.reservation_timeout)
+        if (config.state.backend == "redis") != (self.shared is not None):
+            log.warning("setting_needs_restart", setting="state.backend")
         if self.disk is not None and config.state.file != self.disk.path:
             log.warning("setting_needs_restart", setting="state.directory")
         self.persist(config)
@@ -106,6 +122,8 @@ class EmbeddedState:
 
     def status(self) -> dict[str, object]:
         """The store's part of ``postgate status``: read from memory, no I/O."""
+        if self.shared is not None:
+            return self.shared.status()
         disk = self.disk
         return {
             "backend": "embedded",
@@ -124,6 +142,8 @@ class EmbeddedState:
 
     def close(self) -> None:
         """Write what is queued (a clean shutdown loses nothing)."""
+        if self.redis is not None:
+            self.redis.stop()
         if self.disk is not None:
             with contextlib.suppress(sqlite3.Error):  # the last batch failing is logged already
                 self.disk.close()

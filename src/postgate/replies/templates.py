@@ -78,6 +78,11 @@ class Template:
             else:
                 parts += (_value(name, request, rule_id), literal)
         line = "".join(parts)
+        # A placeholder that renders empty ({dnsbl_text} without TXT) must
+        # not leave edge spaces or no text: both make an invalid reply.
+        text = line[len(self.head) + 1 :]
+        if not text or text[0] == " " or text[-1] == " ":
+            line = f"{self.head} {text.strip(' ') or 'unknown'}"
         if len(line) - len(self.head) - 1 > MAX_TEXT:
             line = self.head + " " + cap(line[len(self.head) + 1 :], MAX_TEXT)
         if self.pinned and DSN_LIKE.match(line, len(self.head) + 1):
