@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from postgate.daemon.redis import Redis
+from postgate.daemon.redis_greylist import RedisGreylist
 from postgate.daemon.redis_limits import RedisLimitFacts
 from postgate.state import greylist, local_providers
 from postgate.state.disk import DiskStore
+from postgate.state.greylist_scripts import SCRIPTS as GREY_SCRIPTS
 from postgate.state.limit_scripts import SCRIPTS
 from postgate.state.report import handle
 
@@ -59,9 +61,10 @@ class EmbeddedState:
         self.shared: RedisLimitFacts | None = None
         settings = config.state.redis
         if config.state.backend == "redis" and settings is not None:
-            self.redis = Redis(settings, SCRIPTS)
+            self.redis = Redis(settings, {**SCRIPTS, **GREY_SCRIPTS})
             self.shared = RedisLimitFacts(self.redis, config, timeout, _event)
             self.providers["limit"] = self.shared
+            self.providers[greylist.PREFIX] = RedisGreylist(self.redis)
         self.persist(config)
 
     def persist(self, config: Config) -> None:
