@@ -8,6 +8,7 @@ state file holds the triplet, and ``postgate state --greylist`` lists it.
 from __future__ import annotations
 
 import io
+import json
 import re
 import signal
 import socket
@@ -64,3 +65,18 @@ def test_a_reload_keeps_the_triplets_and_a_stop_writes_them(tmp_path: Path) -> N
     argv = ["show", "--greylist", "-c", str(config)]
     assert 0 == state_main(argv, out, io.StringIO())
     assert out.getvalue().startswith("192.0.2.0/24 alice@example.org bob@example.com  first seen")
+
+
+def test_postgate_state_asks_the_running_daemon_for_its_triplets(tmp_path: Path) -> None:
+    config = tmp_path / "p.toml"
+    config.write_text('[control]\nsocket = "control.sock"\n' + RULE.format(delay=300))
+    port = free_port()
+    with Daemon(config, (f"tcp:{port}:interface=127.0.0.1",)) as daemon:
+        with connect(("127.0.0.1", port), socket.AF_INET) as sock:
+            retry(ask(sock, REQUEST))
+        out, err = io.StringIO(), io.StringIO()
+        status = state_main(["list", "--greylist", "--json", "-c", str(config)], out, err)
+        daemon.stop()
+    assert 0 == status, err.getvalue()
+    listed = json.loads(out.getvalue())
+    assert (1, 1) == (listed["total"], listed["triplets"]), listed

@@ -113,7 +113,14 @@ def greylist_state(
     after = min((s.allowlist_after for s in found if s.allowlist_after), default=5)
     lifetime = max((s.lifetime for s in found), default=35 * 86400.0)
     try:
-        answer = None if opts.file else ask(config, args | {"kind": "greylist"})
+        if config.state.backend == "redis" and not opts.file:
+            prefix = config.state.redis.prefix if config.state.redis else "postgate:"
+            raise StateError(  # noqa: TRY301 - reported below like the others
+                "greylisting's records are in Redis: "
+                f"redis-cli --scan --pattern '{prefix}grey:*' lists them"
+            )
+        asked = args | {"kind": "greylist", "allowlist_after": after}
+        answer = None if opts.file else ask(config, asked)
         if answer is None and opts.action == "reset":
             err.write("postgate state reset: no running daemon answered; reset needs one\n")
             return EX_UNAVAILABLE

@@ -22,7 +22,7 @@ import structlog
 from postgate.daemon.redis import Redis
 from postgate.daemon.redis_greylist import RedisGreylist
 from postgate.daemon.redis_limits import RedisLimitFacts
-from postgate.state import greylist, local_providers
+from postgate.state import greylist, greylist_report, local_providers
 from postgate.state.disk import DiskStore
 from postgate.state.greylist_scripts import SCRIPTS as GREY_SCRIPTS
 from postgate.state.limit_scripts import SCRIPTS
@@ -140,7 +140,15 @@ class EmbeddedState:
         }
 
     def command(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The control socket's ``state`` command (`postgate.state.report.handle`)."""
+        """The control socket's ``state`` command (`postgate.state.report.handle`).
+
+        ``kind = "greylist"`` asks greylisting's records instead
+        (`postgate.state.greylist_report.handle`).
+        """
+        if args.get("kind") == "greylist":
+            after = args.get("allowlist_after", 5)
+            after = after if isinstance(after, int) and not isinstance(after, bool) else 5
+            return greylist_report.handle(self.grey, args, time.time(), after)
         return handle(self.store, args, time.time())
 
     def close(self) -> None:
