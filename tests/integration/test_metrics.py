@@ -246,3 +246,37 @@ def test_metrics_on_a_unix_socket(tmp_path: Path) -> None:
         for sample in family.samples
     }
     assert 4 == by_label(samples, "postgate_decisions_total")[("OK", "TRUSTED")]
+
+
+STATEFUL = """
+[[rules]]
+id = "USER_RATE"
+sasl_username = { present = true }
+limit = { key = ["sasl_username"], windows = ["2 per hour"] }
+
+[[rules]]
+id = "GREYLIST"
+sasl_username = { present = false }
+greylist = { delay = 300 }
+"""
+
+
+def test_limits_greylisting_and_the_state_backend_are_counted(tmp_path: Path) -> None:
+    port, metrics = free_port(), free_port()
+    config = tmp_path / "postgate.toml"
+    config.write_text(
+        f'[daemon]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n'
+        f'[metrics]\nlisten = "tcp:{metrics}:interface=127.0.0.1"\n' + STATEFUL
+    )
+    message = BASE | {"protocol_state": "RCPT", "client_address": "192.0.2.9"}
+    with Daemon(config), connect(("127.0.0.1", port), socket.AF_INET) as sock:
+        for n in range(3):  # two fit the limit, the third is refused at RCPT
+            limited = message | {"sasl_username": "alice", "instance": f"a.{n}"}
+            if ask(sock, limited) == b"action=DUNNO\n\n":
+                ask(sock, limited | {"protocol_state": "END-OF-MESSAGE", "recipient_count": "1"})
+        for recipient in ("y@example.com", "z@example.com"):  # two new triplets
+            ask(sock, message | {"sender": "x@example.org", "recipient": recipient})
+        samples = scrape(metrics)
+    assert {("USER_RATE",): 1.0} == by_label(samples, "postgate_limit_exceeded_total")
+    assert {("embedded",): 1.0} == by_label(samples, "postgate_state_backend_up")
+    assert 2.0 == by_label(samples, "postgate_greylist_outcomes_total")[("new",)]

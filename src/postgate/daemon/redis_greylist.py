@@ -28,6 +28,7 @@ class RedisGreylist:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.outcomes: dict[str, int] = {}  # new, early, passed, ...: for /metrics
 
     def _keys(self, name: str) -> list[str]:
         triplet, client = split_fact(name)
@@ -46,7 +47,11 @@ class RedisGreylist:
     def apply(self, effect: Effect, request: PolicyRequest, now: float) -> None:  # noqa: ARG002
         if isinstance(effect.value, Settings):
             args = record_args(effect.value, now)
-            self.redis.run("grey_record", self._keys(effect.fact), args).addErrback(lambda _: None)
+            recorded = self.redis.run("grey_record", self._keys(effect.fact), args)
+            recorded.addCallbacks(self._count, lambda _: None)
+
+    def _count(self, why: object) -> None:
+        self.outcomes[str(why)] = self.outcomes.get(str(why), 0) + 1
 
 
 __all__ = ["RedisGreylist"]

@@ -30,6 +30,7 @@ from postgate.daemon.logs import THROTTLE, decision_log
 from postgate.daemon.metrics import Metrics
 from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.state import EmbeddedState
+from postgate.daemon.state_metrics import DnsCollector, StateCollector
 from postgate.daemon.status import iso, status
 from postgate.daemon.systemd import listen_service
 from postgate.record.blocks import KeyFileError, key_path, load_key
@@ -196,6 +197,8 @@ class Daemon:
                 control.endpoint(config.control), self.control, reactor
             ).setServiceParent(self.admin)
         self.metrics = Metrics(self)
+        self.metrics.add(StateCollector(self.state))
+        self.metrics.add(DnsCollector(self.dns))
         if config.metrics.listen:
             site = self.metrics.site(config.metrics.allow, self)
             listen_service(config.metrics.listen, site, reactor).setServiceParent(self.admin)

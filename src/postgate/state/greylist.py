@@ -190,6 +190,7 @@ class GreylistProvider:
         # it; the daemon keeps no tally (it would grow with every triplet).
         self.store = store if store is not None else GreylistStore()
         self.tally = Tally() if tally else None
+        self.outcomes: dict[str, int] = {}  # new, early, passed, ...: for /metrics
 
     def attach(self, disk: DiskStore, now: float) -> int:
         """Persist to ``disk`` from now on, after loading what it holds; returns rows loaded."""
@@ -211,6 +212,7 @@ class GreylistProvider:
             return
         triplet, client = split_fact(effect.fact)
         outcome = self.store.record(triplet, client, now, settings)
+        self.outcomes[outcome.why] = self.outcomes.get(outcome.why, 0) + 1
         if self.tally is not None:
             self.tally.count(triplet, outcome, now)
 

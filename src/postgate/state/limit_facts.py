@@ -50,6 +50,7 @@ class LimitFacts:
         self.store = store if store is not None else LimitStore()
         self._log = log
         self.breached: dict[tuple[str, str], None] = {}
+        self.exceeded: dict[str, int] = {}  # requests refused, by rule: for /metrics
         self._told = False
         self._empty = LimitStore()
 
@@ -94,6 +95,7 @@ class LimitFacts:
             self._exceeded(value)
 
     def _exceeded(self, breach: Breach) -> None:
+        self.exceeded[breach.rule] = self.exceeded.get(breach.rule, 0) + 1
         held = (breach.rule, breach.key)
         if held in self.breached:
             return
