@@ -33,6 +33,7 @@ Twisted and reads no clock of its own. The contract, which stateful rules
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from postgate.replies.model import DUNNO
@@ -164,14 +165,19 @@ def decide(
     facts: Mapping[str, object] | None = None,
     *,
     trace: bool = False,
+    held: Callable[[frozenset[str]], Mapping[str, object] | None] | None = None,
 ) -> Answer | Needs:
-    """Decide ``request`` under ``config`` at ``now``: pure, total, I/O-free."""
+    """Decide ``request`` under ``config`` at ``now``: pure, total, I/O-free.
+
+    ``held`` gives facts that are at hand without waiting (a source's
+    ``ready``), taken during the walk so that they cost no second one.
+    """
     ruleset = config.ruleset
     try:
         decision = (
             ruleset.program(request.raw)
             if facts is None and not trace and not ruleset.needs_facts
-            else ruleset.decide_with(request, facts, now, trace=trace)
+            else ruleset.decide_with(request, facts, now, trace=trace, held=held)
         )
         if isinstance(decision, Needs):
             return decision
@@ -215,7 +221,8 @@ def settle(
     Returns `Needs` when the source would have to wait (the daemon then
     gathers); `replay` gives a source that never waits.
     """
-    answer = decide(config, request, now, trace=trace)
+    held = functools.partial(_ready, source, request, now)
+    answer = decide(config, request, now, trace=trace, held=held)
     facts: dict[str, object] = {}
     for _ in range(MAX_ROUNDS):
         if isinstance(answer, Answer):
@@ -228,6 +235,12 @@ def settle(
         facts.update(got)
         answer = decide(config, request, now, facts, trace=trace)
     return failed(config, request, now, LookupError("facts never settled"))
+
+
+def _ready(
+    source: FactSource, request: PolicyRequest, now: float, names: frozenset[str]
+) -> Mapping[str, object] | None:
+    return source.ready(names, request, now)
 
 
 def _applied(answer: Answer, source: FactSource, request: PolicyRequest, now: float) -> Answer:

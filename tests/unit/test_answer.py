@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from postgate.daemon.server import PolicyProtocol
+    from postgate.rules.engine import Held
 
 REJECT = parse_action("554 5.7.1 Scored too high").action
 
@@ -52,6 +53,7 @@ class ScoreRules(Ruleset):
         now: float,
         *,
         trace: bool = False,
+        held: Held | None = None,  # facts at hand: this ruleset always waits for its own
     ) -> Decision | Needs:
         if not facts or "test:score" not in facts:
             return Needs(frozenset({"test:score"}))

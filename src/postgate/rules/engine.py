@@ -21,7 +21,7 @@ from postgate.rules.model import DEFAULT_RULE, Decision, Needs, Rule
 from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from postgate.replies.model import Action
     from postgate.rules.lists import NamedList
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from postgate.rules.model import Check, Effect, Group, Node
     from postgate.rules.program import FirstFailing, Program
     from postgate.wire.codec import PolicyRequest
+
+if TYPE_CHECKING:
+    Held = Callable[[frozenset[str]], Mapping[str, object] | None]
 
 _INDENT: Final = "    "
 _NO_FACTS: Final[Mapping[str, object]] = MappingProxyType({})
@@ -45,7 +48,17 @@ class _Walk:
     without facts, since nothing after it can matter.
     """
 
-    __slots__ = ("effects", "facts", "failing", "lines", "missing", "now", "raw", "request")
+    __slots__ = (
+        "effects",
+        "facts",
+        "failing",
+        "held",
+        "lines",
+        "missing",
+        "now",
+        "raw",
+        "request",
+    )
 
     def __init__(
         self,
@@ -54,11 +67,13 @@ class _Walk:
         now: float,
         failing: Mapping[str, FirstFailing],
         lines: list[str] | None,
+        held: Held | None = None,
     ) -> None:
         self.request, self.raw, self.facts, self.now = request, request.raw, facts, now
         self.failing, self.lines = failing, lines
         self.effects: list[Effect] = []
         self.missing: set[str] = set()
+        self.held = held
 
     def say(self, depth: int, text: str) -> None:
         if self.lines is not None and not self.missing:
@@ -80,6 +95,11 @@ class _Walk:
             self.say(depth, f"{rule.id}: matched -> {rule.action.line}")
             return rule.decision
         needed = frozenset().union(*(c.facts(self.request, self.now) for c in rule.checks))
+        if not self.missing and self.held is not None and not needed <= self.facts.keys():
+            # Facts a provider holds in memory are taken now, sparing a second walk.
+            got = self.held(needed - self.facts.keys())
+            if got is not None:
+                self.facts = {**self.facts, **got}
         if self.missing or not needed <= self.facts.keys():
             self.missing |= needed - self.facts.keys()
             return None
@@ -158,9 +178,15 @@ class Ruleset:
         now: float,
         *,
         trace: bool = False,
+        held: Held | None = None,
     ) -> Decision | Needs:
-        """Decide with the facts gathered so far, or say which are still needed."""
-        walk = _Walk(request, facts or _NO_FACTS, now, self.failing, [] if trace else None)
+        """Decide with the facts gathered so far, or say which are still needed.
+
+        ``held`` gives facts at hand without waiting (None when one is not):
+        asked at each check that lacks its facts, so that facts in memory
+        cost one walk, not two.
+        """
+        walk = _Walk(request, facts or _NO_FACTS, now, self.failing, [] if trace else None, held)
         found = walk.nodes(self.nodes, 0)
         if walk.missing:
             return Needs(frozenset(walk.missing))
