@@ -10,7 +10,9 @@ recipient whitelist lets through. Requests come in chunks of 20 triplets,
 each chunk in three rounds, so every connection's slice (``--once``: the
 i-th contiguous slice) holds whole triplets at every level. Each server
 starts fresh (empty state) for each level; postgate keeps its state file
-(written behind), postgrey its BerkeleyDB. Run under the shared lock::
+(written behind), postgrey its BerkeleyDB. ``postgate-stateless`` gives the
+same answers from a rule without state (``client_name = "unknown"``): the
+daemon's own cost on this corpus. Run under the shared lock::
 
     flock /work/wt/bench.lock .venv/bin/python bench/greylist.py --levels 1,10,50
 
@@ -71,9 +73,12 @@ action = "DUNNO"
 
 [[rules]]
 id = "GREYLIST"
-greylist = true
+{selector}
 action = "DEFER_IF_PERMIT Greylisted, see http://postgrey.schweikert.ch/help/{{recipient_domain}}.html"
 """
+# The same answers without state: what the daemon costs on this corpus
+# before greylisting adds its lookups and writes.
+SELECTORS: Final = {"postgate": "greylist = true", "postgate-stateless": 'client_name = "unknown"'}
 
 
 def request(triplet: int, recipient: str) -> str:
@@ -144,7 +149,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--triplets", type=int, default=20000, help="a multiple of 20 x levels")
     parser.add_argument("--levels", default="1,10,50")
-    parser.add_argument("--servers", default="postgrey,postgate")
+    parser.add_argument("--servers", default="postgrey,postgate,postgate-stateless")
     parser.add_argument("--venv", type=Path, default=BENCH.parent / ".venv")
     args = parser.parse_args()
     stop_on_signals()
@@ -160,7 +165,7 @@ def main() -> int:
             result = results[-1]
             lat = result["latency_us"]
             print(
-                f"{name:10} c={connections:3} {result['rps']:8.0f} req/s"
+                f"{name:18} c={connections:3} {result['rps']:8.0f} req/s"
                 f"  p50 {lat['p50'] / 1000:6.2f} ms  p99 {lat['p99'] / 1000:7.2f} ms"
                 f"  cpu {result['cpu_us_per_request']:6.0f} us/req  checked {result['checked']}"
                 f"  wrong {result['wrong']}  rss {result['memory']['rss_kb'] // 1024} MiB",
@@ -179,10 +184,11 @@ def level(
     loadgen: Path,
 ) -> Level:
     config = level_dir / "postgate.toml"
-    config.write_text(POSTGATE_TOML.format(state=level_dir / "state"))
+    selector = SELECTORS.get(name, "")
+    config.write_text(POSTGATE_TOML.format(state=level_dir / "state", selector=selector))
     db = Path(tempfile.mkdtemp(prefix="bench-postgrey-"))  # postgrey's user must reach it
     shutil.chown(db, "postgrey", "postgrey")
-    server = Postgate(config, venv=args.venv) if name == "postgate" else Postgrey(db)
+    server = Postgate(config, name, venv=args.venv) if name in SELECTORS else Postgrey(db)
     why = server.available()
     if why:
         print(f"{name}: {why}", file=sys.stderr)

@@ -33,6 +33,7 @@ Twisted and reads no clock of its own. The contract, which stateful rules
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from postgate.replies.model import DUNNO
@@ -221,9 +222,7 @@ def settle(
     gathers); `replay` gives a source that never waits.
     """
 
-    def peek(names: frozenset[str]) -> Mapping[str, object] | None:
-        return source.ready(names, request, now)
-
+    peek = functools.partial(_ready, source, request, now)
     answer = decide(config, request, now, trace=trace, peek=peek)
     facts: dict[str, object] = {}
     for _ in range(MAX_ROUNDS):
@@ -237,6 +236,12 @@ def settle(
         facts.update(got)
         answer = decide(config, request, now, facts, trace=trace)
     return failed(config, request, now, LookupError("facts never settled"))
+
+
+def _ready(
+    source: FactSource, request: PolicyRequest, now: float, names: frozenset[str]
+) -> Mapping[str, object] | None:
+    return source.ready(names, request, now)
 
 
 def _applied(answer: Answer, source: FactSource, request: PolicyRequest, now: float) -> Answer:
