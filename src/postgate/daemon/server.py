@@ -112,15 +112,16 @@ class Answerer:
         if answer.observed:
             self._observed(answer, request, shown)
         # Counted inline, not through a method: this runs once per request.
+        # The dicts hold every rule id of the config and every protocol state.
         stats = self.stats
-        decisions = stats.decisions
-        decisions[answer.rule] = decisions.get(answer.rule, 0) + 1
-        requests = stats.requests
-        state = raw.get("protocol_state", "")
-        if state in requests:
-            requests[state] += 1
-        else:
-            requests[OTHER_STATE] += 1
+        try:
+            stats.decisions[answer.rule] += 1
+        except KeyError:
+            stats.decisions[answer.rule] = 1
+        try:
+            stats.requests[raw.get("protocol_state", "")] += 1
+        except KeyError:
+            stats.requests[OTHER_STATE] += 1
         stats.buckets[bisect_left(BOUNDS_US, us)] += 1
         stats.latency_us += us
         return answer.wire

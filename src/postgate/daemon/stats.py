@@ -79,6 +79,7 @@ class Stats:
         self.settled: dict[tuple[str, str], int] = {}  # (rule, class) from earlier configs
         self.settled_observed: dict[tuple[str, str], int] = {}
         self.classes = classes(config)
+        self.decisions.update(dict.fromkeys(self.classes, 0))  # the hot path only adds
         self.buckets = [0] * (len(BOUNDS_US) + 1)  # the last one: over every bound
         self.latency_us = 0
         self.refused = dict.fromkeys(REFUSALS, 0)
@@ -97,6 +98,7 @@ class Stats:
         _settle(self.decisions, self.classes, self.settled)
         _settle(self.observed, self.classes, self.settled_observed)
         self.classes = classes(config)
+        self.decisions.update(dict.fromkeys(self.classes, 0))
 
     def by_class(self, *, observed: bool = False) -> dict[tuple[str, str], int]:
         """(rule id, action class) -> count since start."""
