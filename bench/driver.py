@@ -19,6 +19,7 @@ Run: .venv/bin/python bench/driver.py            (about 12 minutes)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine
 import paired
 import report
+import scrape
 from measure import Level, Plan, run_level
 from servers import (
     REPO,
@@ -63,6 +65,7 @@ SERVERS: Final = (
     "postgate-recording",
     "postgate-venv",
     "postgate-baseline",
+    "postgate-metrics",
 )
 SLOW: Final = frozenset({"postfwd1", "postfwd2"})
 BUSY_CORES: Final = 0.1
@@ -202,8 +205,12 @@ def make_server(
         return Ceiling(ceiling_bin)
     if name in SLOW:
         return Postfwd(variant=name, lists=corpus_dir / "lists", name=name)
-    if name == "postgate-recording":
-        return Postgate(recording_config(corpus_dir), name=name, venv=venv)
+    variants = {
+        "postgate-recording": lambda: recording_config(corpus_dir),
+        scrape.NAME: lambda: scrape.metrics_config(corpus_dir, free_port()),
+    }
+    if name in variants:
+        return Postgate(variants[name](), name=name, venv=venv)
     if name == "postgate-venv":
         return Postgate(corpus_dir / "postgate.toml", name=name)
     if name == "postgate-baseline" and baseline is not None:
@@ -286,7 +293,13 @@ def measure_server(
     server: Server, settings: Settings, loadgen: Path, requests: Path
 ) -> list[Level]:
     levels = []
-    with running(server, endpoint(settings, server.name), settings.out) as live:
+    config = getattr(server, "config", None)
+    watching = (
+        scrape.scraping(config)
+        if server.name == scrape.NAME and config
+        else contextlib.nullcontext()
+    )
+    with running(server, endpoint(settings, server.name), settings.out) as live, watching:
         for plan in settings.plans(server.name):
             level = run_level(loadgen, requests, live, plan)
             levels.append(level)

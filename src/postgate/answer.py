@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from postgate.config.load import Config
     from postgate.replies.model import Action
-    from postgate.rules.model import Effect
+    from postgate.rules.model import Decision, Effect
     from postgate.wire.codec import PolicyRequest
 
 _new: Final = tuple.__new__
@@ -67,6 +67,8 @@ class Answer(NamedTuple):
     trace: tuple[str, ...] = ()
     error: BaseException | None = None
     effects: tuple[Effect, ...] = ()
+    # What rules in mode = "observe" would have answered: logged, counted, not sent.
+    observed: tuple[Decision, ...] = ()
 
 
 # What a provider's ``peek`` returns for a fact it cannot give without I/O.
@@ -182,14 +184,12 @@ def decide(
         return failed(config, request, now, exc)
     # tuple.__new__ directly: NamedTuple's own constructor is a Python call,
     # and this runs once per request.
+    steps, effects, observed = decision.trace, decision.effects, decision.observed
     if config.daemon.dry_run:
         return _new(
-            Answer,
-            (rule, action, text, DUNNO.wire, now, True, decision.trace, None, decision.effects),
+            Answer, (rule, action, text, DUNNO.wire, now, True, steps, None, effects, observed)
         )
-    return _new(
-        Answer, (rule, action, text, wire, now, False, decision.trace, None, decision.effects)
-    )
+    return _new(Answer, (rule, action, text, wire, now, False, steps, None, effects, observed))
 
 
 def failed(config: Config, request: PolicyRequest, now: float, error: BaseException) -> Answer:

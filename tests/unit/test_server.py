@@ -24,6 +24,7 @@ class FakeDecision:
     rule: str
     trace: tuple[str, ...] = ()
     effects: tuple[object, ...] = ()
+    observed: tuple[object, ...] = ()
 
 
 class EchoRules:
@@ -32,6 +33,8 @@ class EchoRules:
     rule_count = 1
     digest = "fake"
     needs_facts = False
+    nodes = ()
+    default = parse_action("DUNNO").action
 
     def program(self, raw: dict[str, str]) -> FakeDecision:
         recipient = raw.get("recipient", "")

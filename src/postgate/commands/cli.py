@@ -45,6 +45,7 @@ commands:
   test     run test_*.policy files (recorded requests with expected answers)
   ask      send one request to a running postgate and print its answer
   state    list, show and reset rate-limit counters
+  status   show what the running daemon is doing (its [control] socket)
 """
 
 
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("test", help="run the test_*.policy files beside a config (test -h)")
     sub.add_parser("ask", help="send one request to a running postgate (ask -h)")
     sub.add_parser("state", help="list, show and reset rate-limit counters (state -h)")
+    sub.add_parser("status", help="show what the running daemon is doing (status -h)")
     return parser
 
 
@@ -174,6 +176,12 @@ def _state(argv: list[str]) -> int:
     return state_main(argv, sys.stdout, sys.stderr)
 
 
+def _status(argv: list[str]) -> int:
+    from postgate.commands.status import main as status_main
+
+    return status_main(argv, sys.stdout, sys.stderr)
+
+
 _TOOLS: Final = {
     "codes": _codes,
     "replay": _replay,
@@ -181,6 +189,7 @@ _TOOLS: Final = {
     "test": _test,
     "ask": _ask,
     "state": _state,
+    "status": _status,
 }
 
 

@@ -87,6 +87,8 @@ class Outcome:
     now: float | None
     trace: tuple[str, ...] = ()
     wire: bytes = b""  # the bytes the daemon sends (DUNNO's under dry_run)
+    # Rules in mode = "observe" that would have decided: (rule id, answer), not sent.
+    observed: tuple[tuple[str, str], ...] = ()
 
 
 def evaluate(
@@ -98,8 +100,19 @@ def evaluate(
     answer = settle(engine.config, case.request, at, engine.facts, trace=trace)
     if isinstance(answer, Needs):  # a provider that cannot answer without I/O: a bug
         answer = failed(engine.config, case.request, at, LookupError(sorted(answer.facts)))
+    observed = tuple(
+        (d.rule, d.action.sent or d.action.render(case.request, d.rule, d.values))
+        for d in answer.observed
+    )
     return Outcome(
-        case, answer.text, answer.action.line, answer.rule, when, answer.trace, answer.wire
+        case,
+        answer.text,
+        answer.action.line,
+        answer.rule,
+        when,
+        answer.trace,
+        answer.wire,
+        observed,
     )
 
 
@@ -131,7 +144,8 @@ def where(case: Case) -> str:
 
 
 def describe_outcome(outcome: Outcome) -> str:
-    return f"{where(outcome.case)}: {outcome.answer}  [{outcome.rule}]"
+    watched = "".join(f"  (observed {rule}: {text})" for rule, text in outcome.observed)
+    return f"{where(outcome.case)}: {outcome.answer}  [{outcome.rule}]{watched}"
 
 
 def describe_failure(outcome: Outcome) -> str:
@@ -166,6 +180,18 @@ def summarize(outcomes: Sequence[Outcome]) -> list[str]:
     lines = [f"answers per rule ({len(outcomes)} requests):"]
     for rule, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         lines.append(f"  {rule:<{width}} {count:>7}  {' | '.join(sorted(actions[rule]))}")
+    return lines + _observed_summary(outcomes)
+
+
+def _observed_summary(outcomes: Sequence[Outcome]) -> list[str]:
+    """Rules in observe mode, apart: what they would have answered, which was not sent."""
+    counts = collections.Counter(rule for o in outcomes for rule, _ in o.observed)
+    if not counts:
+        return []
+    width = max(len(rule) for rule in counts)
+    lines = ['observed, not answered (mode = "observe"):']
+    for rule, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        lines.append(f"  {rule:<{width}} {count:>7}")
     return lines
 
 
@@ -184,6 +210,8 @@ class DiffReport:
     total: int
     groups: tuple[tuple[tuple[str, str], tuple[Change, ...]], ...]
     same_answer_other_rule: int = 0
+    # Per rule in observe mode (in either config): requests it would have decided, old and new.
+    observed: tuple[tuple[str, int, int], ...] = ()
     changed: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -195,16 +223,23 @@ def diff(
 ) -> DiffReport:
     """Replay ``cases`` through both engines; keep the requests whose answer changes."""
     grouped: dict[tuple[str, str], list[Change]] = collections.defaultdict(list)
+    watched: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     total = moved = 0
     for case in cases:
         total += 1
         before, after = evaluate(old, case, now=now), evaluate(new, case, now=now)
+        for side, outcome in enumerate((before, after)):
+            for rule, _ in outcome.observed:
+                watched[rule][side] += 1
         if before.answer != after.answer:
             grouped[before.rule, after.rule].append(Change(before, after))
         elif before.rule != after.rule:
             moved += 1
     groups = sorted(grouped.items(), key=lambda item: (-len(item[1]), item[0]))
-    return DiffReport(total, tuple((key, tuple(changes)) for key, changes in groups), moved)
+    observed = tuple((rule, a, b) for rule, (a, b) in sorted(watched.items()))
+    return DiffReport(
+        total, tuple((key, tuple(changes)) for key, changes in groups), moved, observed
+    )
 
 
 def describe_diff(report: DiffReport, examples: int = 3) -> list[str]:
@@ -224,6 +259,9 @@ def describe_diff(report: DiffReport, examples: int = 3) -> list[str]:
             f"\n{report.same_answer_other_rule} request(s) keep their answer "
             "but are now decided by another rule"
         )
+    if report.observed:
+        lines.append('\nobserved, not answered (mode = "observe"): requests, old -> new')
+        lines += [f"  {rule}: {a} -> {b}" for rule, a, b in report.observed]
     return lines
 
 

@@ -1,10 +1,11 @@
 """``postgate state``: list, show and reset rate-limit counters.
 
-Asks the running daemon over its control socket when it has one (its
-counters are the live ones, and only it can reset them); otherwise reads the
-state file (``[state] directory``) for ``list`` and ``show``. ``--json``
+Asks the running daemon over its control socket (``[control] socket``)
+when it has one (its counters are the live ones, and only it can reset
+them); otherwise reads the state file (``[state] directory``) for ``list`` and ``show``. ``--json``
 prints the answer as one JSON document for scripts. Exit statuses: 0 done,
-1 nothing matched, 2 usage, 69 no daemon to reset with, 78 a refused config.
+1 nothing matched, 2 usage, 69 no daemon to reset with or a daemon that did
+not answer, 78 a refused config.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from postgate.commands.control_client import ControlError, request
 from postgate.commands.replay import EX_CONFIG
 from postgate.config.load import DEFAULT_PATH, Config, load_config
 from postgate.config.problems import ConfigError
@@ -44,12 +46,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _no_daemon(config: Config, args: dict[str, Any]) -> dict[str, Any] | None:  # noqa: ARG001
-    """Without a control socket, nothing answers: the file is read instead."""
-    return None
+class DaemonError(Exception):
+    """The control socket is there but the daemon did not answer the command."""
 
 
-def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = _no_daemon) -> int:
+def ask_daemon(config: Config, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The running daemon's answer over ``[control] socket``; None when there is none."""
+    socket = config.control.socket
+    if socket is None or not socket.exists():
+        return None  # no daemon to ask: the file is read instead
+    try:
+        answer = request(socket, "state", args)
+    except ControlError as exc:
+        raise DaemonError(str(exc)) from None
+    if not isinstance(answer, dict):
+        raise DaemonError(f"unexpected answer {answer!r}")
+    return answer
+
+
+def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = ask_daemon) -> int:
     opts = _parser().parse_args(argv)
     try:
         config = load_config(opts.config)
@@ -68,6 +83,9 @@ def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = _no_daemon) -
     except StateError as exc:
         err.write(f"postgate state: {exc}\n")
         return 1
+    except DaemonError as exc:
+        err.write(f"postgate state: {exc}\n")
+        return EX_UNAVAILABLE
     if opts.json:
         out.write(json.dumps(answer, indent=1, sort_keys=True) + "\n")
     else:

@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from postgate.config.ops import (
+    ControlSettings,
+    LogSettings,
+    MetricsSettings,
+    parse_control,
+    parse_log,
+    parse_metrics,
+)
 from postgate.config.places import locate
 from postgate.config.problems import ConfigError, Problem, Problems
 from postgate.config.record import RecordSettings, parse_record_settings
@@ -39,7 +47,7 @@ LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
 ENDPOINT_TYPES: Final = ("tcp", "tcp6", "unix", "systemd")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
-TOP_LEVEL: Final = ("daemon", "lists", "rules", "record", "state")
+TOP_LEVEL: Final = ("daemon", "lists", "rules", "record", "control", "metrics", "log", "state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,9 @@ class Config:
     ruleset: Ruleset
     warnings: tuple[Problem, ...] = ()
     record: RecordSettings = RecordSettings()  # noqa: RUF009 - frozen, shared default is safe
+    control: ControlSettings = ControlSettings()  # noqa: RUF009 - frozen, shared default is safe
+    metrics: MetricsSettings = MetricsSettings()  # noqa: RUF009 - frozen, shared default is safe
+    log: LogSettings = LogSettings()  # noqa: RUF009 - frozen, shared default is safe
     state: StateSettings = StateSettings()  # noqa: RUF009 - frozen, shared default is safe
 
 
@@ -97,12 +108,17 @@ def load_config(path: Path) -> Config:
     )
     daemon = _daemon(doc.get("daemon", {}), problems)
     record = _record(doc.get("record", {}), path.parent, problems)
+    ops = (
+        parse_control(doc.get("control", {}), problems, path.parent),
+        parse_metrics(doc.get("metrics", {}), problems, endpoint_problem, _network_problem),
+        parse_log(doc.get("log", {}), problems, path.parent),
+    )
     state = _state(doc.get("state", {}), path.parent, problems)
     ruleset = compile_ruleset(doc, path.parent, problems)
     locate(problems.errors, doc, text or "", str(path))
     locate(problems.warnings, doc, text or "", str(path))
     problems.raise_if_any()
-    return Config(path, daemon, ruleset, tuple(problems.warnings), record, state)
+    return Config(path, daemon, ruleset, tuple(problems.warnings), record, *ops, state=state)
 
 
 def _state(raw: Any, base_dir: Path, p: Problems) -> StateSettings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
@@ -21,10 +21,18 @@ from postgate.rules.networks import parse_address
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress
 
-    from postgate.config.load import DaemonConfig
     from postgate.rules.networks import NetworkSet
 
 _UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class Allowed(Protocol):
+    """Peers a UNIX listener admits by credentials (``DaemonConfig`` fits, and the control's)."""
+
+    @property
+    def allow_uids(self) -> frozenset[int] | set[int]: ...
+    @property
+    def allow_gids(self) -> frozenset[int] | set[int]: ...
 
 
 def describe(addr: IAddress) -> str:
@@ -43,8 +51,10 @@ def network_allowed(addr: IAddress, allow: NetworkSet) -> bool:
     return parse_address(addr.host.split("%", 1)[0]) in allow
 
 
-def credentials_refused(transport: object, daemon: DaemonConfig) -> dict[str, object] | None:
-    """Why a UNIX peer may not ask (log fields), or None when it may."""
+def credentials_refused(
+    transport: object, daemon: Allowed, table: str = "daemon"
+) -> dict[str, object] | None:
+    """Why a UNIX peer may not ask (log fields), or None when it may; ``table`` names the keys."""
     if not (daemon.allow_uids or daemon.allow_gids):
         return None
     handle = getattr(transport, "getHandle", None)
@@ -62,7 +72,7 @@ def credentials_refused(transport: object, daemon: DaemonConfig) -> dict[str, ob
     # Numbers, not names: a name lookup may ask LDAP, and this runs on the
     # reactor thread for every refused connection.
     return {
-        "reason": "peer not in daemon.allow_users or daemon.allow_groups",
+        "reason": f"peer not in {table}.allow_users or {table}.allow_groups",
         "pid": pid,
         "uid": uid,
         "gid": gid,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +28,8 @@ from zope.interface import implementer
 from postgate.answer import Answer, AnswerStep, failed
 from postgate.daemon.access import credentials_refused, describe, network_allowed
 from postgate.daemon.logs import DECISION_FIELDS
+from postgate.daemon.redact import redactor
+from postgate.daemon.stats import BOUNDS_US, OTHER_STATE, Stats
 from postgate.replies.model import DUNNO
 from postgate.wire.codec import Decoder, ProtocolError
 
@@ -60,6 +63,8 @@ class Answerer:
         facts: FactSource | None = None,
     ) -> None:
         self.step = AnswerStep(config, facts, time.monotonic)
+        self.stats = Stats(config)
+        self._redact = redactor(config.log)
         self.recorder = recorder
         self.answered = 0
         self.errors = 0
@@ -75,6 +80,9 @@ class Answerer:
 
     @config.setter
     def config(self, config: Config) -> None:
+        self.stats.reconfigure(config)
+        if config.log != self.step.config.log:
+            self._redact = redactor(config.log)
         self.step.config = config
 
     def answer(self, request: PolicyRequest) -> bytes | Deferred[bytes]:
@@ -90,23 +98,55 @@ class Answerer:
         return gathering.addCallback(self._done, request, start).addErrback(self._not_done, request)
 
     def _done(self, answer: Answer, request: PolicyRequest, start: int) -> bytes:
+        raw = request.raw
+        shown = raw if self._redact is None else self._redact(raw)
         if answer.error is not None:
             self.errors += 1
-            self._log.error("evaluation_failed", exc_info=answer.error, **_fields(request.raw))
+            self._log.error("evaluation_failed", exc_info=answer.error, **_fields(shown))
         recorder = self.recorder
         if recorder is not None and recorder.enabled:
             recorder.add(request, answer.text, answer.rule, answer.now, answer.action)
         self.answered += 1
         us = (time.perf_counter_ns() - start) // 1000
-        self._decision(answer.rule, answer.text, answer.dry_run, us, request.raw)
+        self._decision(answer.rule, answer.text, answer.dry_run, us, shown)
+        if answer.observed:
+            self._observed(answer, request, shown)
+        # Counted inline, not through a method: this runs once per request.
+        # The dicts hold every rule id of the config and every protocol state.
+        stats = self.stats
+        try:
+            stats.decisions[answer.rule] += 1
+        except KeyError:
+            stats.decisions[answer.rule] = 1
+        try:
+            stats.requests[raw.get("protocol_state", "")] += 1
+        except KeyError:
+            stats.requests[OTHER_STATE] += 1
+        stats.buckets[bisect_left(BOUNDS_US, us)] += 1
+        stats.latency_us += us
         return answer.wire
+
+    def _observed(self, answer: Answer, request: PolicyRequest, shown: Mapping[str, str]) -> None:
+        """One event and one count per rule in observe mode that would have decided."""
+        counts = self.stats.observed
+        for decision in answer.observed:
+            rule, action = decision.rule, decision.action
+            counts[rule] = counts.get(rule, 0) + 1
+            text = action.sent or action.render(request, rule, decision.values)
+            self._log.info(
+                "observed", rule=rule, action=text, answered_by=answer.rule, **_fields(shown)
+            )
 
     def _not_done(self, failure: Failure, request: PolicyRequest) -> bytes:
         # A bug after the decision (log, recorder) or in gathering facts lands
         # here; the connection must still get its reply, or it would wait.
         self.errors += 1
-        self._log.error("answer_failed", exc_info=failure.value, **_fields(request.raw))
-        return failed(self.config, request, time.time(), cast("BaseException", failure.value)).wire
+        raw = request.raw
+        shown = raw if self._redact is None else self._redact(raw)
+        self._log.error("answer_failed", exc_info=failure.value, **_fields(shown))
+        answer = failed(self.config, request, time.time(), cast("BaseException", failure.value))
+        self.stats.count(answer.rule, raw.get("protocol_state", ""), 0)
+        return answer.wire
 
     def _log_decision(
         self, rule: str, action: str, dry_run: bool, us: int, raw: Mapping[str, str]
@@ -147,6 +187,7 @@ class PolicyProtocol(Protocol):
         daemon = self._factory.answerer.config.daemon
         refused = credentials_refused(self.transport, daemon)
         if refused is not None:
+            self._factory.answerer.stats.refused["credentials"] += 1
             log.warning("connection_refused", peer=self._peer, **refused)
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
@@ -171,6 +212,7 @@ class PolicyProtocol(Protocol):
         try:
             requests = self._decoder.feed(data)
         except ProtocolError as exc:
+            self._factory.answerer.stats.protocol_errors += 1
             log.warning("protocol_error", peer=self._peer, reason=str(exc))
             self._cancel_timer()
             self._close()
@@ -335,9 +377,11 @@ class PolicyFactory(Factory):
         daemon = self.answerer.config.daemon
         peer = describe(addr)
         if not network_allowed(addr, daemon.allow):
+            self.answerer.stats.refused["network"] += 1
             log.warning("connection_refused", peer=peer, reason="not in daemon.allow")
             return None
         if len(self.connections) >= daemon.max_connections:
+            self.answerer.stats.refused["max_connections"] += 1
             log.warning("connection_refused", peer=peer, reason="daemon.max_connections reached")
             return None
         return PolicyProtocol(self, peer)

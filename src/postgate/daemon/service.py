@@ -23,10 +23,13 @@ from twisted.python.failure import Failure
 
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError
+from postgate.daemon import control
 from postgate.daemon.facts import Gatherer
 from postgate.daemon.logs import THROTTLE, decision_log
+from postgate.daemon.metrics import Metrics
 from postgate.daemon.server import Answerer, PolicyFactory
 from postgate.daemon.state import EmbeddedState
+from postgate.daemon.status import iso, status
 from postgate.daemon.systemd import listen_service
 from postgate.record.blocks import KeyFileError, key_path, load_key
 from postgate.record.recorder import Recorder
@@ -55,6 +58,8 @@ log = structlog.get_logger("postgate")
 STATUS_EVERY = 10.0
 # Read once at start; a reload that changes them says so instead.
 _RESTART_ONLY = ("listen", "log_level", "log_format")
+# Read once at start too: [control] and [metrics], whose sockets are bound then.
+_RESTART_ONLY_TABLES = ("control", "metrics")
 GC_YOUNG_THRESHOLD = 5000
 # Loading even 100,000-entry lists takes about a second; one that takes this
 # long is stuck, and the old configuration goes on serving.
@@ -122,6 +127,9 @@ def load_for_reload(path: Path) -> Config:
     if config.record.path is not None and config.record.redact:
         with contextlib.suppress(OSError, KeyFileError):  # reported when the swap loads it
             load_key(key_path(config.record.path))
+    if config.log.addresses == "hash" and config.log.key is not None:
+        with contextlib.suppress(OSError, KeyFileError):  # the same for [log]'s key
+            load_key(config.log.key)
     return config
 
 
@@ -158,6 +166,7 @@ class Daemon:
             facts=Gatherer(self.state.providers, reactor),
         )
         self.reactor = reactor
+        self._started_with = config
         self.notify = notify
         self.factory = PolicyFactory(self.answerer, reactor)
         self.listen = listen or config.daemon.listen
@@ -171,6 +180,24 @@ class Daemon:
             listen_service(endpoint, self.factory, reactor, backlog).setServiceParent(
                 self.listeners
             )
+        self.control = control.Control(config.control, reactor)
+        self.control.register("status", lambda _args: status(self))
+        self.status_parts: dict[str, Callable[[], object]] = {}  # see daemon.status
+        self.status_parts["state"] = self.state.status
+        self.control.register("state", self.state.command)
+        # The control and metrics sockets: stopped after the policy listeners drained.
+        self.admin = MultiService()
+        self.admin.setServiceParent(self.services)
+        if config.control.socket is not None:
+            listen_service(
+                control.endpoint(config.control), self.control, reactor
+            ).setServiceParent(self.admin)
+        self.metrics = Metrics(self)
+        if config.metrics.listen:
+            site = self.metrics.site(config.metrics.allow, self)
+            listen_service(config.metrics.listen, site, reactor).setServiceParent(self.admin)
+        self.started = time.time()
+        self.last_reload: dict[str, object] | None = None
         self._add_timers()
         # A SIGHUP during a reload queues one more, so the file's latest
         # state always wins and loads never overlap.
@@ -178,6 +205,20 @@ class Daemon:
         self._reload_again = False
         self._loader: threading.Thread | None = None  # the last load's thread
         self._stuck: threading.Thread | None = None  # a load that timed out, maybe still running
+
+    def endpoints(self) -> dict[str, list[str]]:
+        """What the daemon listens on, by purpose, as configured at start."""
+        socket = self.control_socket
+        metrics = self._started_with.metrics.listen
+        return {
+            "policy": list(self.listen),
+            "control": [str(socket)] if socket else [],
+            "metrics": [metrics] if metrics else [],
+        }
+
+    @property
+    def control_socket(self) -> Path | None:
+        return self._started_with.control.socket
 
     def _add_timers(self) -> None:
         TimerService(STATUS_EVERY, self._report_status).setServiceParent(self.timers)
@@ -229,6 +270,7 @@ class Daemon:
             return
         path = self.answerer.config.path
         if self._stuck is not None and self._stuck.is_alive():  # one stuck thread at most
+            self._reloaded_as("failed", errors=["an earlier load is stuck"])
             log.error("config_reload_failed", config=str(path), error="an earlier load is stuck")
             return
         self.notify.reloading()
@@ -248,6 +290,7 @@ class Daemon:
     def _swap(self, config: Config, started: float) -> None:
         old = self.answerer.config
         self.answerer.config = config
+        self._reloaded_as("ok", digest=config.ruleset.digest)
         log.info(
             "config_reloaded",
             config=str(config.path),
@@ -270,9 +313,20 @@ class Daemon:
             if new in (getattr(old.daemon, setting), running.get(setting)):
                 continue
             log.warning("setting_needs_restart", setting=f"daemon.{setting}")
+        for table in _RESTART_ONLY_TABLES:
+            if getattr(config, table) != getattr(self._started_with, table):
+                log.warning("setting_needs_restart", setting=table)
+
+    def _reloaded_as(self, result: str, **fields: object) -> None:
+        self.answerer.stats.reloads[result] += 1
+        self.last_reload = {"result": result, "at": iso(time.time()), **fields}
 
     def _keep(self, failure: object) -> None:
         value = getattr(failure, "value", None)
+        if isinstance(value, ConfigError):
+            self._reloaded_as("failed", errors=[str(p) for p in value.errors])
+        else:
+            self._reloaded_as("failed", errors=[repr(value)])
         if isinstance(value, ConfigError):
             log.error(
                 "config_reload_failed",
@@ -300,6 +354,7 @@ class Daemon:
         timeout = self.answerer.config.daemon.shutdown_timeout
         stopped.addTimeout(timeout, self.reactor, onTimeoutCancel=self._drain_timeout)
         stopped.addBoth(lambda _: self.timers.stopService())
+        stopped.addBoth(lambda _: self.admin.stopService())
         stopped.addBoth(lambda _: self.recorder.close())
         stopped.addBoth(lambda _: self.state.close())
         return stopped.addCallback(self._stopped)

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from postgate.daemon.control import CommandError
 from postgate.state import local_providers
 from postgate.state.disk import DiskStore
-from postgate.state.report import handle
+from postgate.state.report import StateError, handle
 
 if TYPE_CHECKING:
     from typing import Any
@@ -46,6 +47,7 @@ class EmbeddedState:
 
     def __init__(self, config: Config) -> None:
         self.disk: DiskStore | None = None
+        self.active = False  # a ruleset has read state since the start
         self._running = False
         timeout = config.state.reservation_timeout
         self.providers = local_providers(config, log=_event, reservation_timeout=timeout)
@@ -60,6 +62,7 @@ class EmbeddedState:
         """
         if self.disk is not None or not config.ruleset.needs_facts:
             return
+        self.active = True
         settings, started = config.state, time.monotonic()
         try:
             disk = DiskStore(
@@ -97,9 +100,11 @@ class EmbeddedState:
             log.warning("setting_needs_restart", setting="state.directory")
         self.persist(config)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, object] | None:
         """The store's part of ``postgate status``: read from memory, no I/O."""
         disk = self.disk
+        if not self.active:
+            return None  # no rule has kept state: "no state backend"
         return {
             "backend": "embedded",
             "file": None if disk is None else str(disk.path),
@@ -112,7 +117,10 @@ class EmbeddedState:
 
     def command(self, args: dict[str, Any]) -> dict[str, Any]:
         """The control socket's ``state`` command (`postgate.state.report.handle`)."""
-        return handle(self.store, args, time.time())
+        try:
+            return handle(self.store, args, time.time())
+        except StateError as exc:
+            raise CommandError(str(exc)) from None
 
     def close(self) -> None:
         """Write what is queued (a clean shutdown loses nothing)."""

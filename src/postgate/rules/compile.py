@@ -8,6 +8,7 @@ caller to throw away. Places count rules from 0, like TOML array indexes.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
     from postgate.rules.match import Condition
     from postgate.rules.model import Check
 
-RULE_KEYS: Final = ("id", "action", "reply", "state", "rules", "default", "default_reply")
+RULE_KEYS: Final = ("id", "action", "reply", "state", "rules", "default", "default_reply", "mode")
+# mode = "observe": log and count what the rule would answer, answer nothing
+# (docs/operations.md); "enforce", the default, answers.
+MODES: Final = ("enforce", "observe")
 MAX_DEPTH: Final = 4
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -80,7 +84,12 @@ class _Compiler:
         return tuple(built)
 
     def _warn_unreachable(self, node: Node, raw: list[Any], index: int, place: str) -> None:
-        if isinstance(node, Rule) and not node.conditions and index + 1 < len(raw):
+        if (
+            isinstance(node, Rule)
+            and not node.conditions
+            and not node.observe
+            and index + 1 < len(raw)
+        ):
             self.ctx.problems.warn(place, f"{node.id} always matches: the rules after it never run")
 
     def node(self, table: Any, place: str, depth: int, outer: frozenset[str] | None) -> Node | None:
@@ -89,11 +98,13 @@ class _Compiler:
             return None
         rule_id = self._id(table, place)
         self._check_keys(table, place)
+        observe = self._mode(table, place)
         shortcut = self._shortcut(table, place)
         conditions = self._conditions(table, place, shortcut)
         states = _reachable_states(table, shortcut, outer)
         if "rules" in table:
-            return self._group(table, place, (depth, states), rule_id, conditions)
+            group = self._group(table, place, (depth, states), rule_id, conditions)
+            return None if group is None else dataclasses.replace(group, observe=observe)
         action = self._rule_action(table, place, shortcut)
         if action is not None:
             where = _key_place(table, place, ("action", "reply"))
@@ -104,7 +115,13 @@ class _Compiler:
         if rule_id is None or conditions is None or action is None or checks is None:
             return None
         kind = next((key for key in SHORTCUTS if key in table), "")
-        return Rule(rule_id, conditions, action, kind, checks)
+        return Rule(rule_id, conditions, action, kind, checks, observe)
+
+    def _mode(self, table: Mapping[str, Any], place: str) -> bool:
+        mode = table.get("mode", "enforce")
+        if mode not in MODES:
+            self.ctx.error(f"{place}.mode", f"{mode!r} is not one of {', '.join(MODES)}")
+        return bool(mode == "observe")
 
     def _checks(self, table: Mapping[str, Any], place: str) -> tuple[Check, ...] | None:
         """The rule's checks on gathered facts, in key order; None if one is broken."""

@@ -45,7 +45,17 @@ class _Walk:
     without facts, since nothing after it can matter.
     """
 
-    __slots__ = ("effects", "facts", "failing", "lines", "missing", "now", "raw", "request")
+    __slots__ = (
+        "effects",
+        "facts",
+        "failing",
+        "lines",
+        "missing",
+        "now",
+        "observed",
+        "raw",
+        "request",
+    )
 
     def __init__(
         self,
@@ -59,6 +69,7 @@ class _Walk:
         self.failing, self.lines = failing, lines
         self.effects: list[Effect] = []
         self.missing: set[str] = set()
+        self.observed: list[Decision] = []
 
     def say(self, depth: int, text: str) -> None:
         if self.lines is not None and not self.missing:
@@ -77,8 +88,7 @@ class _Walk:
 
     def rule(self, rule: Rule, depth: int) -> Decision | None:
         if not rule.checks:
-            self.say(depth, f"{rule.id}: matched -> {rule.action.line}")
-            return rule.decision
+            return self.decided(rule, rule.decision, depth)
         needed = frozenset().union(*(c.facts(self.request, self.now) for c in rule.checks))
         if self.missing or not needed <= self.facts.keys():
             self.missing |= needed - self.facts.keys()
@@ -96,20 +106,30 @@ class _Walk:
             holds = holds and verdict.holds
         if not holds:
             return None
+        return self.decided(rule, Decision(rule.action, rule.id, (), (), values), depth)
+
+    def decided(self, rule: Rule, decision: Decision, depth: int) -> Decision | None:
+        if rule.observe:
+            self.say(depth, f"{rule.id}: matched, observed (not answered) -> {rule.action.line}")
+            self.observed.append(decision)
+            return None
         self.say(depth, f"{rule.id}: matched -> {rule.action.line}")
-        return Decision(rule.action, rule.id, (), (), values)
+        return decision
 
     def group(self, group: Group, depth: int) -> Decision | None:
         self.say(depth, f"{group.id}: group matched, trying its rules")
         found = self.nodes(group.children, depth + 1)
-        if found is not None:
-            return found
-        if group.decision is not None:
+        if found is None and group.decision is not None:
             line = group.decision.action.line
             self.say(depth, f"{group.id}: no rule in the group decided -> default {line}")
-            return group.decision
-        self.say(depth, f"{group.id}: no rule in the group decided, going on")
-        return None
+            found = group.decision
+        if found is None:
+            self.say(depth, f"{group.id}: no rule in the group decided, going on")
+        elif group.observe:
+            self.say(depth, f"{group.id}: observed (not answered), going on after the group")
+            self.observed.append(found)
+            return None
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +188,10 @@ class Ruleset:
             walk.say(0, f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
             found = self.default_decision
         lines = tuple(walk.lines) if walk.lines is not None else ()
-        if not lines and not walk.effects:
+        if not lines and not walk.effects and not walk.observed:
             return found
-        return Decision(found.action, found.rule, lines, tuple(walk.effects), found.values)
+        effects, observed = tuple(walk.effects), tuple(walk.observed)
+        return Decision(found.action, found.rule, lines, effects, found.values, observed)
 
     def describe(self) -> list[str]:
         """The rules as the engine will use them, for ``postgate show``."""
@@ -203,9 +224,11 @@ def _describe(nodes: tuple[Node, ...], depth: int) -> list[str]:
         if isinstance(node, Rule):
             via = f" [{node.shortcut}]" if node.shortcut else ""
             when = _when(node.conditions, node.checks)
-            lines.append(f"{pad}{node.id}:{via} if {when} -> {node.action.line}")
+            mode = " [observe: not answered]" if node.observe else ""
+            lines.append(f"{pad}{node.id}:{via}{mode} if {when} -> {node.action.line}")
             continue
-        lines.append(f"{pad}{node.id}: group, if {_when(node.conditions)}:")
+        mode = " [observe: not answered]" if node.observe else ""
+        lines.append(f"{pad}{node.id}: group{mode}, if {_when(node.conditions)}:")
         lines += _describe(node.children, depth + 1)
         after = f"-> {node.default.line}" if node.default else "(go on after the group)"
         lines.append(f"{pad}{node.id}: when no rule in the group matched {after}")

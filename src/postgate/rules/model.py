@@ -35,6 +35,9 @@ class Decision:
     effects: tuple[Effect, ...] = ()
     # Placeholders a check filled for the reply ({limit}, {retry}, {zone}...).
     values: Mapping[str, str] = field(default_factory=lambda: NO_VALUES)
+    # What rules in ``mode = "observe"`` would have answered on the way here,
+    # in rule order: logged and counted, never sent.
+    observed: tuple[Decision, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,9 @@ class Rule:
     action: Action
     shortcut: str = ""
     checks: tuple[Check, ...] = ()
+    # mode = "observe": when the rule would decide, the walk notes its
+    # decision in `Decision.observed` and goes on to the next rule.
+    observe: bool = False
     # Built once here so that deciding allocates nothing for the answer.
     decision: Decision = field(init=False, repr=False, compare=False)
 
@@ -113,6 +119,9 @@ class Group:
     conditions: tuple[Condition, ...]
     children: tuple[Rule | Group, ...]
     default: Action | None = None
+    # mode = "observe": a decision inside the group (or its default) is
+    # noted, not answered, and the walk goes on after the group.
+    observe: bool = False
     decision: Decision | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -66,15 +66,33 @@ _OPERATORS: Final = {
 # What generated source may contain besides whitespace; config text never does.
 _SAFE: Final = re.compile(
     r"(?:[kvf]\d+|def|decide|return|if|and|or|not|in|is|pass|True|None|raw|get|_number|"
-    r"_address|_split|lower|removesuffix|replace|[()\[\]:,.=!<>-]|\"[.:]?\"|\d+|\s)*"
+    r"_address|_split|lower|removesuffix|replace|while|break|o|append|_observed|"
+    r"[()\[\]:,.=!<>-]|\"[.:]?\"|\d+|\s)*"
 )
 
 
 _CALLS: Final = {"number": "_number({})", "address": "_address({})"}
+
+
+def _observed(decision: Decision, observed: list[Decision]) -> Decision:
+    """``decision``, carrying what observed rules would have answered before it."""
+    if not observed:
+        return decision
+    return Decision(
+        decision.action,
+        decision.rule,
+        decision.trace,
+        decision.effects,
+        decision.values,
+        tuple(observed),
+    )
+
+
 _HELPERS: Final[dict[str, Any]] = {
     "_number": number,
     "_address": parse_address,
     "_split": split_address,
+    "_observed": _observed,
 }
 
 
@@ -86,6 +104,9 @@ class _Writer:
     constants: dict[int, str] = field(default_factory=dict)
     hoisted: dict[View, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    # Some rule or group is in observe mode: the walk keeps a list ``o`` of
+    # what they would have answered. Without one, nothing of it is generated.
+    observes: bool = False
 
     def constant(self, value: object) -> str:
         """The generated name bound to ``value`` (one name per object)."""
@@ -159,22 +180,55 @@ def _when(writer: _Writer, conditions: Sequence[Condition]) -> str:
     return " and ".join(writer.code(c.code) for c in conditions)
 
 
-def _body(writer: _Writer, nodes: Sequence[Node], depth: int) -> None:
+def _body(writer: _Writer, nodes: Sequence[Node], depth: int, *, observing: bool = False) -> None:
+    """The nodes as ``if`` statements; ``observing``: inside a group in observe mode.
+
+    There a decision is noted in ``o`` and ``break`` leaves the group's
+    one-pass ``while`` loop, so the walk goes on after the group; a rule of
+    its own in observe mode notes its decision and goes on to the next rule.
+    """
     pad = "    " * depth
     for node in nodes:
         children = getattr(node, "children", None)
-        if children is None and not node.conditions:
-            writer.lines.append(f"{pad}return {writer.constant(node.decision)}")
-            return  # nothing after an unconditional rule can run
-        writer.lines.append(f"{pad}if {_when(writer, node.conditions) or 'True'}:")
         if children is None:
-            writer.lines.append(f"{pad}    return {writer.constant(node.decision)}")
+            assert node.decision is not None  # a rule's, always built
+            when = _when(writer, node.conditions)  # names its constants first, as before
+            done = _decided(writer, node.decision, observing=observing, observe=node.observe)
+            if not node.conditions:
+                writer.lines += [f"{pad}{line}" for line in done]
+                if node.observe:
+                    continue
+                return  # nothing after an unconditional rule can run
+            writer.lines.append(f"{pad}if {when}:")
+            writer.lines += [f"{pad}    {line}" for line in done]
             continue
-        _body(writer, children, depth + 1)
+        writer.lines.append(f"{pad}if {_when(writer, node.conditions) or 'True'}:")
+        inner = depth + 1
+        if node.observe:
+            writer.lines.append(f"{pad}    while True:")
+            inner += 1
+        _body(writer, children, inner, observing=observing or node.observe)
         if node.decision is not None:
-            writer.lines.append(f"{pad}    return {writer.constant(node.decision)}")
+            done = _decided(writer, node.decision, observing=observing or node.observe)
+            writer.lines += [f"{'    ' * inner}{line}" for line in done]
+        if node.observe:
+            writer.lines.append(f"{'    ' * inner}break")
         elif writer.lines[-1].endswith(":"):  # an empty group body
             writer.lines.append(f"{pad}    pass")
+
+
+def _decided(
+    writer: _Writer, decision: Decision, *, observing: bool, observe: bool = False
+) -> list[str]:
+    """The statements that take ``decision``: answer it, or note it in ``o`` when observed."""
+    name = writer.constant(decision)
+    if observe:
+        return [f"o.append({name})"]
+    if observing:
+        return [f"o.append({name})", "break"]
+    if writer.observes:
+        return [f"return _observed({name}, o)"]
+    return [f"return {name}"]
 
 
 def _hoist(writer: _Writer, nodes: Sequence[Node]) -> None:
@@ -199,11 +253,13 @@ def build(
     or -1 when all hold; the trace (`engine`) uses it to explain a decision
     with the same code that makes it.
     """
-    writer = _Writer()
+    writer = _Writer(observes=any(node.observe for node in walk(nodes)))
     writer.lines += ["def decide(raw):", "    get = raw.get"]
+    if writer.observes:
+        writer.lines.append("    o = []")
     _hoist(writer, nodes)
     _body(writer, nodes, 1)
-    writer.lines.append(f"    return {writer.constant(default)}")
+    writer.lines += [f"    {line}" for line in _decided(writer, default, observing=False)]
     writer.hoisted = {}
     failing: dict[str, str] = {}
     for node in walk(nodes):
