@@ -7,10 +7,15 @@ it are judged under the new one; the state file holds them after a stop.
 
 from __future__ import annotations
 
+import io
+import json
 import signal
 import socket
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
+from postgate.commands.state import main as state_main
 from postgate.state.report import read_file
 from tests.integration.support.daemon import Daemon, ask, connect
 from tests.integration.support.net import free_port
@@ -73,3 +78,38 @@ def test_a_stateless_config_opens_no_file_until_a_reload_adds_a_limit(tmp_path: 
     assert (False, True) == (before, (tmp_path / "state" / "state.sqlite").exists())
     assert answers[0] == b"action=DUNNO\n\n"
     assert answers[1].startswith(b"action=450 4.7.1"), answers
+
+
+def test_postgate_state_lists_and_resets_the_running_daemons_counters(tmp_path: Path) -> None:
+    config = tmp_path / "p.toml"
+    socket_path = tmp_path / "control.sock"
+    config.write_text(f'[control]\nsocket = "{socket_path}"\n' + RULE.format(n=1))
+    port = free_port()
+    with Daemon(config, (f"tcp:{port}:interface=127.0.0.1",)) as daemon:
+        with connect(("127.0.0.1", port), socket.AF_INET) as sock:
+            first = [message(sock, n) for n in range(2)]
+            listed, reset = io.StringIO(), io.StringIO()
+            listing = state_main(["-c", str(config), "--json"], listed, io.StringIO())
+            resetting = state_main(
+                ["-c", str(config), "reset", "--key", "alice"], reset, io.StringIO()
+            )
+            after = message(sock, 2)
+        status = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "postgate", "status", "-c", str(config), "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        daemon.stop()
+    assert [b"action=DUNNO\n\n"] == first[:1]
+    assert first[1].startswith(b"action=450"), first
+    assert (0, 0) == (listing, resetting)
+    entries = json.loads(listed.getvalue())["entries"]
+    assert [("USER_RATE", "alice", {"3600": 1})] == [
+        (e["rule"], e["key"], e["counts"]) for e in entries
+    ]
+    assert "reset 1 counters" == reset.getvalue().strip()
+    assert b"action=DUNNO\n\n" == after
+    assert ("embedded", 1) == (status["state"]["backend"], status["state"]["counters"])

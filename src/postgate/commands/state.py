@@ -1,12 +1,13 @@
 """``postgate state``: list, show and reset rate-limit counters.
 
-Asks the running daemon over its control socket when it has one (its
-counters are the live ones, and only it can reset them); otherwise reads the
-state file (``[state] directory``) for ``list`` and ``show``. With
-``[state] backend = "redis"`` it reads and resets Redis directly
-(`postgate.commands.redis_state`). ``--json``
+Asks the running daemon over its control socket (``[control] socket``)
+when it has one (its counters are the live ones, and only it can reset
+them); otherwise reads the state file (``[state] directory``) for ``list``
+and ``show``. With ``[state] backend = "redis"`` it reads and resets Redis
+directly (`postgate.commands.redis_state`). ``--json``
 prints the answer as one JSON document for scripts. Exit statuses: 0 done,
-1 nothing matched, 2 usage, 69 no daemon to reset with, 78 a refused config.
+1 nothing matched, 2 usage, 69 no daemon to reset with or a daemon that did
+not answer, 78 a refused config.
 """
 
 from __future__ import annotations
@@ -53,20 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _ask_daemon(config: Config, args: dict[str, Any]) -> dict[str, Any] | None:
-    """The running daemon's answer over its control socket; None when there is none to ask."""
-    if config.control.socket is None:
-        return None
+class DaemonError(Exception):
+    """The control socket is there but the daemon did not answer the command."""
+
+
+def ask_daemon(config: Config, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The running daemon's answer over ``[control] socket``; None when there is none."""
+    socket = config.control.socket
+    if socket is None or not socket.exists():
+        return None  # no daemon to ask: the file is read instead
     try:
-        answer = request(config.control.socket, "state", args)
+        answer = request(socket, "state", args)
     except ControlError as exc:
-        if "no such socket" in str(exc):
-            return None  # no daemon running: the file is read instead
-        raise StateError(str(exc)) from None
-    return answer if isinstance(answer, dict) else None
+        raise DaemonError(str(exc)) from None
+    if not isinstance(answer, dict):
+        raise DaemonError(f"unexpected answer {answer!r}")
+    return answer
 
 
-def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = _ask_daemon) -> int:
+def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = ask_daemon) -> int:
     opts = _parser().parse_args(argv)
     try:
         config = load_config(opts.config)
@@ -92,6 +98,9 @@ def main(argv: Sequence[str], out: TextIO, err: TextIO, ask: Ask = _ask_daemon) 
     except StateError as exc:
         err.write(f"postgate state: {exc}\n")
         return 1
+    except DaemonError as exc:
+        err.write(f"postgate state: {exc}\n")
+        return EX_UNAVAILABLE
     if opts.json:
         out.write(json.dumps(answer, indent=1, sort_keys=True) + "\n")
     else:
@@ -130,6 +139,9 @@ def greylist_state(
     except StateError as exc:
         err.write(f"postgate state: {exc}\n")
         return 1
+    except DaemonError as exc:
+        err.write(f"postgate state: {exc}\n")
+        return EX_UNAVAILABLE
     if opts.json:
         out.write(json.dumps(answer, indent=1, sort_keys=True) + "\n")
     else:

@@ -188,7 +188,7 @@ class Daemon:
         self.control.register("status", lambda _args: status(self))
         self.control.register("state", self.state.command)
         self.status_parts: dict[str, Callable[[], object]] = {}  # see daemon.status
-        self.status_parts["state"] = lambda: self.state.status() if self.state.used else None
+        self.status_parts["state"] = self.state.status
         # The control and metrics sockets: stopped after the policy listeners drained.
         self.admin = MultiService()
         self.admin.setServiceParent(self.services)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from postgate.daemon.control import CommandError
 from postgate.daemon.redis import Redis
 from postgate.daemon.redis_greylist import RedisGreylist
 from postgate.daemon.redis_limits import RedisLimitFacts
@@ -26,7 +27,7 @@ from postgate.state import greylist, greylist_report, local_providers
 from postgate.state.disk import DiskStore
 from postgate.state.greylist_scripts import SCRIPTS as GREY_SCRIPTS
 from postgate.state.limit_scripts import SCRIPTS
-from postgate.state.report import handle
+from postgate.state.report import StateError, handle
 
 if TYPE_CHECKING:
     from typing import Any
@@ -52,6 +53,7 @@ class EmbeddedState:
 
     def __init__(self, config: Config) -> None:
         self.disk: DiskStore | None = None
+        self.active = False  # a ruleset has read state since the start
         self._running = False
         timeout = config.state.reservation_timeout
         self.providers = local_providers(config, log=_event, reservation_timeout=timeout)
@@ -75,6 +77,7 @@ class EmbeddedState:
         """
         if self.disk is not None or not config.ruleset.needs_facts:
             return
+        self.active = True
         settings, started = config.state, time.monotonic()
         try:
             disk = DiskStore(
@@ -118,16 +121,13 @@ class EmbeddedState:
             log.warning("setting_needs_restart", setting="state.directory")
         self.persist(config)
 
-    @property
-    def used(self) -> bool:
-        """Whether a ruleset has kept state since the start (``postgate status`` shows it then)."""
-        return self.disk is not None
-
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, object] | None:
         """The store's part of ``postgate status``: read from memory, no I/O."""
         if self.shared is not None:
             return self.shared.status()
         disk = self.disk
+        if not self.active:
+            return None  # no rule has kept state: "no state backend"
         return {
             "backend": "embedded",
             "file": None if disk is None else str(disk.path),
@@ -145,11 +145,14 @@ class EmbeddedState:
         ``kind = "greylist"`` asks greylisting's records instead
         (`postgate.state.greylist_report.handle`).
         """
-        if args.get("kind") == "greylist":
-            after = args.get("allowlist_after", 5)
-            after = after if isinstance(after, int) and not isinstance(after, bool) else 5
-            return greylist_report.handle(self.grey, args, time.time(), after)
-        return handle(self.store, args, time.time())
+        try:
+            if args.get("kind") == "greylist":
+                after = args.get("allowlist_after", 5)
+                after = after if isinstance(after, int) and not isinstance(after, bool) else 5
+                return greylist_report.handle(self.grey, args, time.time(), after)
+            return handle(self.store, args, time.time())
+        except StateError as exc:
+            raise CommandError(str(exc)) from None
 
     def close(self) -> None:
         """Write what is queued (a clean shutdown loses nothing)."""
