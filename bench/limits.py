@@ -19,14 +19,17 @@ Writes bench/out/limits.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
-from measure import Plan, run_level
+from measure import Level, Plan, run_level
 from servers import (
     BENCH,
     Endpoint,
@@ -39,6 +42,9 @@ from servers import (
     stop_on_signals,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 OUT: Final = BENCH / "out"
 PRL: Final = OUT / "prl-venv" / "bin" / "policyd-rate-limit"
 DEFER: Final = "450 4.7.1 Rate limit reached, retry later"
@@ -48,7 +54,7 @@ PASSING: Final = 10
 POSTGATE_TOML: Final = """
 [state]
 directory = "{state}"
-
+{redis}
 [[rules]]
 id = "SASL_RATE"
 sasl_username = {{ present = true }}
@@ -131,17 +137,55 @@ class PolicydRateLimit:
         return _spawn(self.name, [str(PRL), "--file", str(config)], endpoint, workdir)
 
 
+@contextlib.contextmanager
+def private_redis(directory: Path) -> Iterator[int]:
+    """A redis-server of its own on a loopback port, for ``postgate-redis``; always stopped."""
+    port = free_port()
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(directory)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        stop = time.monotonic() + 10
+        while not Endpoint(port=port).connectable():
+            if time.monotonic() > stop:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def fresh(directory: Path) -> Path:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     return directory
 
 
+def _level(
+    name: str, config: Path, level_dir: Path, args: argparse.Namespace, run: tuple[Any, ...]
+) -> Level | None:
+    loadgen, work, requests, connections = run
+    server = (
+        PolicydRateLimit(level_dir)
+        if name == "policyd-rate-limit"
+        else Postgate(config, venv=args.venv, name=name)
+    )
+    why = server.available()
+    if why:
+        print(f"{name}: {why}", file=sys.stderr)
+        return None
+    plan = Plan(connections, warmup=0.0, requests=requests, timeout=60.0, once=True)
+    with running(server, Endpoint(port=free_port()), level_dir) as live:
+        return run_level(loadgen, work / "corpus.policy", live, plan)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=1000, help="a multiple of every level")
     parser.add_argument("--levels", default="1,10,50")
-    parser.add_argument("--servers", default="postgate,policyd-rate-limit")
+    parser.add_argument("--servers", default="postgate,postgate-redis,policyd-rate-limit")
     parser.add_argument("--venv", type=Path, default=BENCH.parent / ".venv")
     args = parser.parse_args()
     stop_on_signals()
@@ -153,20 +197,19 @@ def main() -> int:
     for connections in (int(n) for n in args.levels.split(",")):
         for name in args.servers.split(","):
             level_dir = fresh(work / f"{name}-{connections}")
-            config = level_dir / "postgate.toml"
-            config.write_text(POSTGATE_TOML.format(state=level_dir / "state", defer=DEFER))
-            server = (
-                Postgate(config, venv=args.venv)
-                if name == "postgate"
-                else PolicydRateLimit(level_dir)
-            )
-            why = server.available()
-            if why:
-                print(f"{name}: {why}", file=sys.stderr)
+            with contextlib.ExitStack() as stack:
+                redis = ""
+                if name == "postgate-redis":
+                    port = stack.enter_context(private_redis(level_dir))
+                    redis = f'backend = "redis"\n[state.redis]\nport = {port}\n'
+                config = level_dir / "postgate.toml"
+                text = POSTGATE_TOML.format(state=level_dir / "state", defer=DEFER, redis=redis)
+                config.write_text(text)
+                level = _level(
+                    name, config, level_dir, args, (loadgen, work, requests, connections)
+                )
+            if level is None:
                 return 1
-            plan = Plan(connections, warmup=0.0, requests=requests, timeout=60.0, once=True)
-            with running(server, Endpoint(port=free_port()), level_dir) as live:
-                level = run_level(loadgen, work / "corpus.policy", live, plan)
             results.append(asdict(level))
             lat = level.latency_us
             print(
