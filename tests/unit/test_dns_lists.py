@@ -320,7 +320,7 @@ class TestPlaceholders:
     def test_without_a_check_they_read_as_postfix_would_word_them(self) -> None:
         text = "{dnsbl_what} on {dnsbl_zone}{dnsbl_reason}/{dnsbl_text}/{dnsbl_score}"
         rendered = parse_action("WARN " + text).action.render(mail(), "R")
-        assert "WARN Client host [192.0.2.1] on unknown//unknown" == rendered
+        assert "WARN Client host [192.0.2.1] on unknown/unknown/unknown" == rendered
 
     def test_a_check_fills_them(self) -> None:
         values = {
