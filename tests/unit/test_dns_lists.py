@@ -320,7 +320,7 @@ class TestPlaceholders:
     def test_without_a_check_they_read_as_postfix_would_word_them(self) -> None:
         text = "{dnsbl_what} on {dnsbl_zone}{dnsbl_reason}/{dnsbl_text}/{dnsbl_score}"
         rendered = parse_action("WARN " + text).action.render(mail(), "R")
-        assert "WARN Client host [192.0.2.1] on unknown//unknown" == rendered
+        assert "WARN Client host [192.0.2.1] on unknown/unknown/unknown" == rendered
 
     def test_a_check_fills_them(self) -> None:
         values = {
@@ -378,3 +378,22 @@ class TestOneWalk:
         needs = config.ruleset.decide_with(mail("192.0.2.99"), None, 0.0, peek=only_zen)
         assert isinstance(needs, Needs)
         assert {"dns:zen.example:99.2.0.192", "dns:dbl.example:ok.example"} == needs.facts
+
+    def test_rules_after_the_last_check_decide_alike_with_and_without_a_trace(
+        self, tmp_path: Path
+    ) -> None:
+        rules = (
+            '[[rules]]\nid = "Z"\ndnsbl = "zen"\naction = "REJECT"\n'
+            '[[rules]]\nid = "HELO"\nhelo_name = "bad.example"\naction = "550 5.7.1 HELO"\n'
+            '[[rules]]\nid = "G"\nsender_domain = "ok.example"\nrules = [\n'
+            '  { id = "IN", client_address = "192.0.2.7", action = "OK" },\n]\n'
+            'default = "450 4.7.1 later"\n'
+        )
+        config = load(tmp_path, LISTS + rules)
+        assert 1 == config.ruleset.tail[0]
+        for request in (mail(), mail("192.0.2.7"), mail(helo="bad.example"), mail(sender="")):
+            fast = settle(config, request, 0.0, Local(local_providers(config)))
+            traced = answer(config, request)
+            assert isinstance(fast, Answer)
+            assert (traced.rule, traced.wire) == (fast.rule, fast.wire)
+        assert "G" == answer(config, mail()).rule

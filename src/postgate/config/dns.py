@@ -47,7 +47,8 @@ DNS_KEYS: Final = (
 )
 LIST_KEYS: Final = ("zone", "query", "answers", "mask", "weight", "on_failure")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_LABEL: Final = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+_DOMAIN: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _DOT_OUTSIDE: Final = re.compile(r"\.(?![^\[]*\])")
 _OCTET: Final = re.compile(r"(\d{1,3})|\[(\d{1,3})\.\.(\d{1,3})\]|\[(\d{1,3}(?:;\d{1,3})*)\]")
 # DNSBL operators answer 127.255.255.0/24 when they refuse a query (Spamhaus:
@@ -280,8 +281,7 @@ def _list(name: str, table: Mapping[str, Any], place: str, p: Problems) -> DnsLi
 
 def is_domain(name: str) -> bool:
     """A host name the DNS can carry: labels of letters, digits, ``-`` and ``_``, 253 at most."""
-    labels = name.split(".")
-    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+    return len(name) <= 253 and _DOMAIN.fullmatch(name) is not None
 
 
 def _pattern(text: str, place: str, p: Problems) -> AnswerPattern | None:

@@ -42,6 +42,7 @@ _FAILURES: tuple[tuple[type[BaseException], str], ...] = (
 class _Query:
     """One query in flight, and the requests waiting for it."""
 
+    name: str  # the fact, dns:ZONE:PREFIX
     zone: str
     qname: str
     waiters: list[tuple[Deferred[object], IDelayedCall]] = field(default_factory=list)
@@ -70,10 +71,10 @@ class DnsProvider:
         return self.lookups.peek(name, self._reactor.seconds())
 
     def fetch(self, name: str, request: PolicyRequest, now: float) -> Deferred[object]:  # noqa: ARG002
-        zone, qname = split_fact(name)
-        query = self._inflight.get(qname)
+        query = self._inflight.get(name)
         if query is None:
-            query = self._inflight[qname] = _Query(zone, qname)
+            zone, qname = split_fact(name)
+            query = self._inflight[name] = _Query(name, zone, qname)
             self.lookups.started(zone)
             ensureDeferred(self._run(query))
         return self._wait(query)
@@ -106,9 +107,9 @@ class DnsProvider:
             answer, ttl = await self._ask(query)
         except Exception:  # noqa: BLE001 - a resolver bug must not leave requests waiting
             answer, ttl = DnsAnswer(failure="malformed"), None
-        del self._inflight[query.qname]
+        del self._inflight[query.name]
         now = self._reactor.seconds()
-        self.lookups.finished(query.zone, query.qname, answer, ttl, now, now - started)
+        self.lookups.finished(query.name, answer, ttl, now, now - started)
         for waiter, timer in query.waiters:
             timer.cancel()
             waiter.callback(answer)

@@ -49,6 +49,9 @@ PLACEHOLDERS: Final = (
     "dnsbl_score",
 )
 
+# Placeholders that may be empty: "; TEXT" after the zone, or nothing, as Postfix
+# writes ${rbl_reason?; $rbl_reason}.
+_EMPTY: Final = {"dnsbl_reason": ""}
 _TOKEN: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 # postfwd's and shell's variables: ``$$sender``, ``$sender``, ``${sender}``.
 _DOLLAR: Final = re.compile(r"\$(\$?)(\{?)([A-Za-z_][A-Za-z0-9_]*)(\}?)")
@@ -74,7 +77,7 @@ class Template:
         parts = [self.head, " ", self.literals[0]]
         for name, literal in zip(self.names, self.literals[1:], strict=True):
             if values and name in values:
-                parts += (sanitise(values[name], ""), literal)  # a check's "" stays empty
+                parts += (sanitise(values[name], _EMPTY.get(name, "unknown")), literal)
             else:
                 parts += (_value(name, request, rule_id), literal)
         line = "".join(parts)
@@ -168,7 +171,7 @@ _GETTERS: Final[Mapping[str, Callable[[PolicyRequest, str], str]]] = MappingProx
 def _value(name: str, request: PolicyRequest, rule_id: str) -> str:
     getter = _GETTERS.get(name)
     raw = getter(request, rule_id) if getter else request.get(name)
-    if name in ("dnsbl_reason", "dnsbl_text"):
+    if name in _EMPTY:
         return sanitise(raw, "")  # no TXT: Postfix leaves the reason out
     return sanitise(raw, "<>" if name == "sender" else "unknown")
 

@@ -10,9 +10,8 @@ decide purely from the answers (docs/rules.md, DNS lists).
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import operator
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from postgate.wire.codec import PolicyRequest
 
 PREFIX: Final = "dns"
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, RFC 4291 section 2.5.5.2
 MODES: Final = ("listed", "unlisted", "failed")
 # How Postfix names what was looked up in its reject_rbl_* replies.
 _CLASS: Final = {
@@ -63,16 +63,21 @@ NOT_LISTED: Final = DnsAnswer()
 
 
 def reversed_address(address: str) -> str | None:
-    """``1.2.0.192`` for 192.0.2.1; 32 nibbles for IPv6; None for no address."""
+    """``1.2.0.192`` for 192.0.2.1; 32 nibbles for IPv6; None for no address.
+
+    inet_pton parses strictly and in C: this runs for every request a list reaches.
+    """
     try:
-        ip = ipaddress.ip_address(address.removeprefix("IPv6:"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv4Address):
-        return ".".join(reversed(str(ip).split(".")))
-    return ".".join(reversed(ip.exploded.replace(":", "")))
+        packed = socket.inet_pton(socket.AF_INET, address)
+    except (OSError, ValueError):
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, address.removeprefix("IPv6:"))
+        except (OSError, ValueError):
+            return None
+        if not packed.startswith(_V4_MAPPED):
+            return ".".join(reversed(packed.hex()))
+        packed = packed[12:]
+    return f"{packed[3]}.{packed[2]}.{packed[1]}.{packed[0]}"
 
 
 def subject(dns_list: DnsList, request: PolicyRequest) -> str:
@@ -85,32 +90,25 @@ def subject(dns_list: DnsList, request: PolicyRequest) -> str:
 
 def fact_name(dns_list: DnsList, request: PolicyRequest) -> str | None:
     """``dns:ZONE:PREFIX`` for this request, or None when there is nothing to ask."""
-    value = subject(dns_list, request)
-    if len(value) > 253:  # no DNS name; and a client's long value stays out of the memo
+    prefix = query_prefix(dns_list.query, subject(dns_list, request))
+    if prefix is None or len(prefix) + len(dns_list.zone) + 1 > 253:
         return None
-    return _fact_name(dns_list.query == "client_address", dns_list.zone, value)
+    return f"{PREFIX}:{dns_list.zone}:{prefix}"
 
 
-@functools.lru_cache(maxsize=4096)
-def _fact_name(address: bool, zone: str, value: str) -> str | None:
-    """Memoised: a request is walked twice (before and after its facts) and asks per list."""
-    if address:
-        prefix = reversed_address(value)
-    else:
-        prefix = value.lower().rstrip(".")
-        if prefix == "unknown" or not is_domain(prefix) or _is_address(prefix):
-            prefix = None
-    if prefix is None or len(prefix) + len(zone) + 1 > 253:
+def query_prefix(query: str, value: str) -> str | None:
+    """What goes before the zone: the reversed address, or the domain; None: nothing to ask."""
+    if query == "client_address":
+        return reversed_address(value)
+    prefix = value.lower().rstrip(".")
+    if prefix == "unknown" or not is_domain(prefix) or _is_address(prefix):
         return None
-    return f"{PREFIX}:{zone}:{prefix}"
+    return prefix
 
 
 def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+    """A HELO or name that is an IPv4 literal (an IPv6 one is no domain already)."""
+    return name.replace(".", "").isdigit()
 
 
 def state(dns_list: DnsList, answer: object) -> str:
@@ -155,8 +153,15 @@ class _LastRequest:
 
     def of(self, request: PolicyRequest) -> tuple[str | None, ...]:
         if request is not self.request:
-            names = tuple(fact_name(d, request) for d in self.lists)
-            self.request, self.names = request, names
+            prefixes: dict[str, str | None] = {}  # lists asking about one attribute share it
+            names = []
+            for d in self.lists:
+                if d.query not in prefixes:
+                    prefixes[d.query] = query_prefix(d.query, subject(d, request))
+                prefix = prefixes[d.query]
+                fits = prefix is not None and len(prefix) + len(d.zone) < 253
+                names.append(f"{PREFIX}:{d.zone}:{prefix}" if fits else None)
+            self.request, self.names = request, tuple(names)
             self.facts = frozenset(name for name in names if name is not None)
         return self.names
 

@@ -59,6 +59,7 @@ class _Walk:
         "peeked",
         "raw",
         "request",
+        "tail",
     )
 
     def __init__(
@@ -66,12 +67,15 @@ class _Walk:
         request: PolicyRequest,
         facts: Mapping[str, object],
         now: float,
-        failing: Mapping[str, FirstFailing],
+        ruleset: Ruleset,
         lines: list[str] | None,
         peek: Peek | None = None,
     ) -> None:
         self.request, self.raw, self.facts, self.now = request, request.raw, facts, now
-        self.failing, self.lines, self.peek = failing, lines, peek
+        self.failing, self.lines, self.peek = ruleset.failing, lines, peek
+        # (index, program): the top-level rules from index on have no checks,
+        # so outside a trace the generated program decides them at its speed.
+        self.tail = ruleset.tail if lines is None else (-1, None)
         self.effects: list[Effect] = []
         self.missing: set[str] = set()
         self.observed: list[Decision] = []
@@ -82,7 +86,10 @@ class _Walk:
             self.lines.append(f"{_INDENT * depth}{text}")
 
     def nodes(self, nodes: tuple[Node, ...], depth: int) -> Decision | None:
-        for node in nodes:
+        start, program = self.tail if depth == 0 else (-1, None)
+        for index, node in enumerate(nodes):
+            if index == start and program is not None:
+                return None if self.missing else program(self.raw)  # no facts past here
             failed = self.failing[node.id](self.raw)
             if failed >= 0:
                 if self.lines is not None:  # the text is built only for a trace
@@ -96,11 +103,16 @@ class _Walk:
     def rule(self, rule: Rule, depth: int) -> Decision | None:
         if not rule.checks:
             return self.decided(rule, rule.decision, depth)
-        needed = frozenset().union(*(c.facts(self.request, self.now) for c in rule.checks))
+        checks = rule.checks
+        needed = (
+            checks[0].facts(self.request, self.now)
+            if len(checks) == 1
+            else frozenset().union(*(c.facts(self.request, self.now) for c in checks))
+        )
         if self.peek is not None and not self.missing and not needed <= self.facts.keys():
             held = self.peek(needed - self.facts.keys())
             if held is not None:  # all at hand (a cache, memory): no second walk
-                self.facts = {**self.facts, **held}
+                self.facts = {**self.facts, **held} if self.facts else held
                 self.peeked |= held.keys()
         if self.missing or not needed <= self.facts.keys():
             self.missing |= needed - self.facts.keys()
@@ -165,6 +177,7 @@ class Ruleset:
     # True when a rule has checks that read facts needing I/O (state, DNS),
     # which the answer step must gather before deciding.
     needs_facts: bool = field(init=False, repr=False, compare=False)
+    tail: tuple[int, Program | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_decision", Decision(self.default, DEFAULT_RULE))
@@ -176,6 +189,19 @@ class Ruleset:
         object.__setattr__(self, "rule_count", sum(1 for _ in walk(self.nodes)))
         checked = any(isinstance(n, Rule) and n.checks for n in walk(self.nodes))
         object.__setattr__(self, "needs_facts", checked)
+        object.__setattr__(self, "tail", self._tail() if checked else (-1, None))
+
+    def _tail(self) -> tuple[int, Program | None]:
+        """The generated walk of the top-level rules after the last one with checks."""
+        last = max(
+            i
+            for i, node in enumerate(self.nodes)
+            if any(isinstance(n, Rule) and n.checks for n in walk((node,)))
+        )
+        if last + 1 >= len(self.nodes):
+            return -1, None
+        tail, _, _ = build(self.nodes[last + 1 :], self.default_decision, f"{self.digest}-tail")
+        return last + 1, tail
 
     def decide(self, request: PolicyRequest, *, trace: bool = False) -> Decision:
         """Decide a ruleset without checks (a ruleset with checks needs `decide_with`)."""
@@ -201,7 +227,7 @@ class Ruleset:
         with it, a request whose facts are all at hand is decided in one walk.
         """
         said: list[str] | None = [] if trace else None
-        walk = _Walk(request, facts or _NO_FACTS, now, self.failing, said, peek)
+        walk = _Walk(request, facts or _NO_FACTS, now, self, said, peek)
         found = walk.nodes(self.nodes, 0)
         if walk.missing:
             return Needs(frozenset(walk.missing | walk.peeked))

@@ -9,7 +9,6 @@ Twisted; `FixedAnswers` is what ``replay`` and ``test`` decide with: the
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -35,9 +34,8 @@ TIMED_OUT: Final = DnsAnswer(failure="timeout")
 SKIPPED: Final = DnsAnswer(failure="breaker")
 
 
-@functools.lru_cache(maxsize=4096)
 def split_fact(name: str) -> tuple[str, str]:
-    """(zone, query name) of a ``dns:ZONE:PREFIX`` fact; memoised, as names recur."""
+    """(zone, query name) of a ``dns:ZONE:PREFIX`` fact."""
     _, zone, prefix = name.split(":", 2)
     return zone, f"{prefix}.{zone}"
 
@@ -166,8 +164,8 @@ class Lookups:
 
     def peek(self, name: str, now: float) -> object:
         """The cached answer, the breaker's "skipped", or `ABSENT` (then a lookup)."""
-        zone, qname = split_fact(name)
-        cached = self.cache.get(qname, now)
+        zone = name[4 : name.index(":", 4)]  # "dns:ZONE:PREFIX"; the cache is keyed by name
+        cached = self.cache.get(name, now)
         if cached is not None:
             self.zone(zone).cache_hits += 1
             return cached
@@ -186,9 +184,10 @@ class Lookups:
         self._failing_now(zone, "timeout")
 
     def finished(
-        self, zone: str, qname: str, answer: DnsAnswer, ttl: int | None, now: float, took: float
+        self, name: str, answer: DnsAnswer, ttl: int | None, now: float, took: float
     ) -> None:
         """A query's outcome: counted, cached when it is an answer, fed to the breaker."""
+        zone = name[4 : name.index(":", 4)]
         stats = self.zone(zone)
         if answer.failure:
             stats.count("timeouts" if answer.failure == "timeout" else answer.failure)
@@ -201,7 +200,7 @@ class Lookups:
         stats.latency_sum += took
         stats.latency_count += 1
         stats.latency_max = max(stats.latency_max, took)
-        self.cache.put(qname, answer, now + self.ttl(ttl))
+        self.cache.put(name, answer, now + self.ttl(ttl))
         closed = self.breaker.succeeded(zone)
         # An answer after the deadline fills the cache but does not end an
         # outage: a zone that is merely slow would log every request otherwise.
