@@ -14,7 +14,7 @@ nobody in the corpus, so every answer is still checked against the oracle):
 - postfwd1 with the reference ruleset, then with ``rbl=``/``rhsbl_sender=``
   rules against the same NSD.
 
-Run (under the bench lock): .venv/bin/python bench/dnslists.py [--quick]
+Run on a quiet machine: .venv/bin/python bench/dnslists.py [--quick]
 Output: bench/out/dnslists.json and dnslists.md.
 """
 

@@ -14,7 +14,7 @@ starts fresh (empty state) for each level; postgate keeps its state file
 same answers from a rule without state (``client_name = "unknown"``): the
 daemon's own cost on this corpus. Run under the shared lock::
 
-    flock /work/wt/bench.lock .venv/bin/python bench/greylist.py --levels 1,10,50
+    .venv/bin/python bench/greylist.py --levels 1,10,50
 
 Writes bench/out/greylist.json and prints a table.
 """

@@ -11,7 +11,7 @@ Each server starts fresh (empty state) for each level. Run under the
 shared lock, after installing policyd-rate-limit into bench/out/prl-venv::
 
     python3 -m venv bench/out/prl-venv && bench/out/prl-venv/bin/pip install policyd-rate-limit
-    flock /work/wt/bench.lock .venv/bin/python bench/limits.py --levels 1,10,50
+    .venv/bin/python bench/limits.py --levels 1,10,50
 
 Writes bench/out/limits.json and prints a table.
 """

@@ -30,7 +30,6 @@ _KEYS: Final = (
     "database",
     "connect_timeout",
     "reply_timeout",
-    "connections",
     "prefix",
 )
 _SECRET_MAX: Final = 4096
@@ -48,7 +47,6 @@ class RedisSettings:
     database: int = 0
     connect_timeout: float = 1.0
     reply_timeout: float = 0.5
-    connections: int = 4
     prefix: str = "postgate:"  # every key postgate writes starts with this
 
     @property
@@ -77,7 +75,6 @@ def parse_redis_settings(
         database=get.count("database", base.database, 0, 1 << 16),
         connect_timeout=get.number("connect_timeout", base.connect_timeout, 0.01, 30.0),
         reply_timeout=get.number("reply_timeout", base.reply_timeout, 0.01, 30.0),
-        connections=get.count("connections", base.connections, 1, 64),
         prefix=_text(raw.get("prefix", base.prefix), f"{PLACE}.prefix", problems) or base.prefix,
     )
 

@@ -49,7 +49,7 @@ class RedisDownError(Exception):
 
 
 class Redis:
-    """A pool of connections to one Redis, and the Lua scripts run on it."""
+    """One connection to one Redis, and the Lua scripts run on it."""
 
     def __init__(self, settings: RedisSettings, scripts: Mapping[str, str]) -> None:
         self.settings = settings
@@ -69,7 +69,10 @@ class Redis:
         s = self.settings
         common = {
             "dbid": s.database or None,  # 0 is Redis's default: no SELECT to fail
-            "poolsize": s.connections,
+            # One connection: scripts run in the order they are sent, so a
+            # message's charge always lands before its session's next check.
+            # Redis runs one script at a time anyway.
+            "poolsize": 1,
             "reconnect": True,
             "password": s.password,
             "connectTimeout": s.connect_timeout,
