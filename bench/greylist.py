@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from measure import Level, Plan, run_level
+from measure import Level, Plan, fresh, run_level, summary
 from servers import (
     BENCH,
     Endpoint,
@@ -139,12 +139,6 @@ class Postgrey:
         return _spawn(self.name, argv, endpoint, workdir)
 
 
-def fresh(directory: Path) -> Path:
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    return directory
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--triplets", type=int, default=20000, help="a multiple of 20 x levels")
@@ -161,16 +155,9 @@ def main() -> int:
     for connections in (int(n) for n in args.levels.split(",")):
         for name in args.servers.split(","):
             level_dir = fresh(work / f"{name}-{connections}")
-            results.append(asdict(level(name, connections, requests, level_dir, args, loadgen)))
-            result = results[-1]
-            lat = result["latency_us"]
-            print(
-                f"{name:18} c={connections:3} {result['rps']:8.0f} req/s"
-                f"  p50 {lat['p50'] / 1000:6.2f} ms  p99 {lat['p99'] / 1000:7.2f} ms"
-                f"  cpu {result['cpu_us_per_request']:6.0f} us/req  checked {result['checked']}"
-                f"  wrong {result['wrong']}  rss {result['memory']['rss_kb'] // 1024} MiB",
-                flush=True,
-            )
+            measured = level(name, connections, requests, level_dir, args, loadgen)
+            results.append(asdict(measured))
+            print(summary(name, connections, measured), flush=True)
     (OUT / "greylist.json").write_text(json.dumps(results, indent=1))
     return 0 if all(r["wrong"] == 0 and r["error"] is None for r in results) else 3
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from measure import Level, Plan, run_level
+from measure import Level, Plan, fresh, run_level, summary
 from servers import (
     BENCH,
     Endpoint,
@@ -157,12 +157,6 @@ def private_redis(directory: Path) -> Iterator[int]:
         proc.wait(10)
 
 
-def fresh(directory: Path) -> Path:
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    return directory
-
-
 def _level(
     name: str, config: Path, level_dir: Path, args: argparse.Namespace, run: tuple[Any, ...]
 ) -> Level | None:
@@ -211,14 +205,7 @@ def main() -> int:
             if level is None:
                 return 1
             results.append(asdict(level))
-            lat = level.latency_us
-            print(
-                f"{name:20} c={connections:3} {level.rps:8.0f} req/s"
-                f"  p50 {lat['p50'] / 1000:6.2f} ms"
-                f"  p99 {lat['p99'] / 1000:7.2f} ms  cpu {level.cpu_us_per_request:6.0f} us/req"
-                f"  wrong {level.wrong}  rss {level.memory['rss_kb'] // 1024} MiB",
-                flush=True,
-            )
+            print(summary(name, connections, level), flush=True)
     (OUT / "limits.json").write_text(json.dumps(results, indent=1))
     return 0 if all(r["wrong"] == 0 and r["error"] is None for r in results) else 3
 

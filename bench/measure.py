@@ -10,6 +10,7 @@ memory is read at the end of the window, under load. `# progress N` lines
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -179,4 +180,22 @@ def _level(name: str, plan: Plan, samples: _Samples) -> Level:
         malformed=int(report["malformed"]),
         mismatches=list(report["mismatches"]),
         error=report["error"],
+    )
+
+
+def fresh(directory: Path) -> Path:
+    """``directory``, emptied: each server of a peer bench starts with no state."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def summary(name: str, connections: int, level: Level) -> str:
+    """One level as the peer benches (limits, greylist) print it."""
+    lat = level.latency_us
+    return (
+        f"{name:20} c={connections:3} {level.rps:8.0f} req/s"
+        f"  p50 {lat['p50'] / 1000:6.2f} ms  p99 {lat['p99'] / 1000:7.2f} ms"
+        f"  cpu {level.cpu_us_per_request:6.0f} us/req  checked {level.checked}"
+        f"  wrong {level.wrong}  rss {level.memory['rss_kb'] // 1024} MiB"
     )
