@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Final
 from postgate.config.values import Values, check_keys, suggest
 from postgate.rules import match, postgrey
 from postgate.rules.attributes import ADDRESS, DOMAIN, FINGERPRINT, FOLDED, IP, KNOWN, NUMERIC
+from postgate.rules.domains import DomainSet
 from postgate.rules.facts import fold
-from postgate.rules.lists import DomainSet, NamedList, PatternSet, parse_entry
+from postgate.rules.lists import NamedList, PatternSet, parse_entry
 from postgate.rules.networks import Network, NetworkSet
 from postgate.rules.patterns import Pattern, PatternError, compile_pattern
 

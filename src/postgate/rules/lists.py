@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from postgate.config.values import Values, check_keys
 from postgate.rules import postgrey
+from postgate.rules.domains import MAX_DOMAIN, DomainSet
 from postgate.rules.networks import Network, NetworkSet, parse_network
 from postgate.rules.patterns import Pattern, PatternError, compile_pattern
 
@@ -39,40 +40,12 @@ KINDS: Final = (
     postgrey.RECIPIENTS,
 )
 LIST_KEYS: Final = ("type", "items", "file", "subdomains")
-MAX_DOMAIN: Final = 253
 _COMMENT: Final = re.compile(r"(?:^|\s)#")
 _SPACE: Final = re.compile(r"\s")
 _SPACED: Final = "contains white space"
 _NAME: Final = r"[^\s@/:#\[\]\\,;.]{1,63}"
 _DOMAIN_NAME: Final = re.compile(rf"(?:{_NAME}\.)*{_NAME}")
 _HEX: Final = re.compile(r"[0-9a-f]{32,128}")
-
-
-@dataclass(frozen=True, slots=True)
-class DomainSet:
-    """Domain names; with ``subdomains`` also any name below one of them."""
-
-    names: frozenset[str]
-    subdomains: bool
-
-    def __contains__(self, domain: str) -> bool:
-        if domain in self.names:
-            return True
-        if not self.subdomains or len(domain) > MAX_DOMAIN:
-            return False
-        dot = domain.find(".")
-        while dot >= 0:
-            if domain[dot + 1 :] in self.names:
-                return True
-            dot = domain.find(".", dot + 1)
-        return False
-
-    @property
-    def size(self) -> int:
-        return len(self.names)
-
-    def canonical(self) -> list[str]:
-        return sorted(self.names)
 
 
 @dataclass(frozen=True, slots=True)

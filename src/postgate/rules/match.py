@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from postgate.rules.attributes import DERIVED, FOLDED
-from postgate.rules.lists import DomainSet
+from postgate.rules.domains import DomainSet
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from postgate.rules.domains import DomainSet
 from postgate.rules.networks import Network, NetworkSet, parse_address, parse_network
 from postgate.rules.patterns import FLAGS, Pattern, PatternError, compile_pattern
 
@@ -82,31 +83,10 @@ def recipient_entry(text: str) -> tuple[object | None, str | None]:
 
 
 @dataclass(frozen=True, slots=True)
-class Suffixes:
-    """Names, each standing for itself and every name below it, as postgrey matches them."""
-
-    names: frozenset[str]
-
-    def __contains__(self, name: str) -> bool:
-        while name:
-            if name in self.names:
-                return True
-            name = name.partition(".")[2]
-        return False
-
-    @property
-    def size(self) -> int:
-        return len(self.names)
-
-    def canonical(self) -> list[str]:
-        return sorted(self.names)
-
-
-@dataclass(frozen=True, slots=True)
 class PostgreyClients:
     """Names (with the names below them), patterns on names, and networks."""
 
-    names: Suffixes
+    names: DomainSet
     patterns: tuple[Pattern, ...]
     networks: NetworkSet
 
@@ -125,7 +105,7 @@ class PostgreyRecipients:
 
     addresses: frozenset[str]
     users: frozenset[str]
-    domains: Suffixes
+    domains: DomainSet
     patterns: tuple[Pattern, ...]
     joined: tuple[Pattern, ...] = ()  # `combined(patterns)`, searched
 
@@ -171,8 +151,10 @@ def build(kind: str, values: list[object]) -> PostgreyClients | PostgreyRecipien
     patterns = tuple(v for v in values if isinstance(v, Pattern))
     if kind == CLIENTS:
         networks = NetworkSet.build([v for v in values if isinstance(v, Network)])
-        return PostgreyClients(Suffixes(_named(values, "name")), patterns, networks)
-    domains = Suffixes(_named(values, "domain"))
+        return PostgreyClients(
+            DomainSet(_named(values, "name"), subdomains=True), patterns, networks
+        )
+    domains = DomainSet(_named(values, "domain"), subdomains=True)
     addresses, users = _named(values, "address"), _named(values, "user")
     return PostgreyRecipients(addresses, users, domains, patterns, combined(patterns))
 
@@ -183,7 +165,6 @@ __all__ = [
     "PostgreyClients",
     "PostgreyRecipients",
     "Skipped",
-    "Suffixes",
     "build",
     "client_entry",
     "combined",
