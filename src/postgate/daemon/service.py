@@ -168,6 +168,7 @@ class Daemon:
             decisions=self.decisions,
             # State and DNS providers register here, under their fact prefix.
             facts=Gatherer({**self.state.providers, DNS: self.dns}, reactor),
+            counting=config.control.socket is not None or bool(config.metrics.listen),
         )
         self.reactor = reactor
         self._started_with = config
