@@ -81,7 +81,7 @@ class Template:
             else:
                 parts += (_value(name, request, rule_id), literal)
         line = "".join(parts)
-        # A placeholder that renders empty ({dnsbl_text} without TXT) must
+        # A placeholder that renders empty ({dnsbl_reason} without TXT) must
         # not leave edge spaces or no text: both make an invalid reply.
         text = line[len(self.head) + 1 :]
         if not text or text[0] == " " or text[-1] == " ":

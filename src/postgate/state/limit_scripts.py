@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from postgate.rules.limits import number
 from postgate.state import windows
 
 if TYPE_CHECKING:
@@ -170,15 +171,11 @@ def need_rule(check: LimitCheck, request: PolicyRequest) -> tuple[str, int]:
     if check.count == "messages":
         return "fixed", 1
     if check.count == "bytes":
-        return "max", max(_number(request.get("size")), 1)
+        return "max", max(number(request.get("size")), 1)
     if stage == "DATA":
-        given = _number(request.get("recipient_count"))
+        given = number(request.get("recipient_count"))
         return ("fixed", given) if given else ("max", 1)
     return ("inc", 0) if stage == "RCPT" else ("max", 1)
-
-
-def _number(text: str) -> int:
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
 
 
 @dataclass(slots=True)
