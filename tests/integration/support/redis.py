@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from postgate.commands.redis_state import RespClient
+from postgate.config.redis import RedisSettings
+from postgate.state.report import StateError
 from tests.integration.support.needs import need
 from tests.integration.support.net import free_port
 
@@ -60,13 +62,8 @@ class PrivateRedis:
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                if self.password:
-                    s.sendall(f"AUTH {self.password}\r\n".encode())
-                    s.recv(64)
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
+            return bool(self.command("PING") == "PONG")
+        except StateError:
             return False
 
     def stop(self) -> None:
@@ -90,12 +87,11 @@ class PrivateRedis:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGCONT)
 
-    def command(self, *words: str) -> bytes:
-        """One command over a fresh connection; the raw RESP reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2.0) as s:
-            if self.password:
-                s.sendall(f"AUTH {self.password}\r\n".encode())
-                s.recv(64)
-            parts = [f"*{len(words)}\r\n"] + [f"${len(w.encode())}\r\n{w}\r\n" for w in words]
-            s.sendall("".join(parts).encode())
-            return s.recv(65536)
+    def command(self, *words: str) -> Any:
+        """One command over a fresh connection (postgate's own RESP client), its reply."""
+        settings = RedisSettings(port=self.port, password=self.password, reply_timeout=2.0)
+        client = RespClient(settings)
+        try:
+            return client.call(*words)
+        finally:
+            client.close()
