@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tests.integration.support.daemon import Daemon, ask, connect
 from tests.integration.support.net import free_port
 from tests.integration.support.nsd import Nsd, Silent
+from tests.support.dns_lists import LISTS as SHARED_LISTS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,32 +34,9 @@ ZONES = {
     "wl.example": "11.2.0.192 IN A 127.0.2.3\n",
     "dbl.example": 'bad.example IN A 127.0.1.2\nbad.example IN TXT "spam domain"\n',
 }
-LISTS = """
-[dns.lists.zen]
-zone = "zen.example"
-answers = ["127.0.0.[2..11]"]
-weight = 3
-
-[dns.lists.pbl]
-zone = "zen.example"
-answers = ["127.0.0.[10;11]"]
-weight = 1
-
-[dns.lists.dbl]
-zone = "dbl.example"
-query = "sender_domain"
-weight = 2
-
-[dns.lists.helo]
-zone = "dbl.example"
-query = "helo_name"
-weight = 1
-
-[dns.lists.wl]
-zone = "wl.example"
-mask = "0.0.0.2"
-weight = -4
-
+LISTS = (
+    SHARED_LISTS
+    + """
 [dns.lists.broken]
 zone = "broken.example"
 
@@ -81,6 +59,7 @@ client_address = ["192.0.2.50", "192.0.2.51"]
 dnsbl = { failed = ["broken", "refusing"] }
 reply = "dnsbl_lookup_failed"
 """
+)
 LISTED = (
     b"action=554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using "
     b"zen.example; https://zen.example/query/127.0.0.2\n\n"

@@ -22,39 +22,18 @@ from postgate.rules.dnsbl import NOT_LISTED, fact_name, reversed_address
 from postgate.rules.model import Needs
 from postgate.state import local_providers
 from postgate.wire.codec import PolicyRequest
+from tests.support.dns_lists import LISTS as SHARED_LISTS
 
 if TYPE_CHECKING:
     from postgate.config.load import Config
 
-LISTS = """
+LISTS = (
+    """
 [dns]
 servers = ["127.0.0.1:5353"]
-
-[dns.lists.zen]
-zone = "zen.example"
-answers = ["127.0.0.[2..11]"]
-weight = 3
-
-[dns.lists.pbl]
-zone = "zen.example"
-answers = ["127.0.0.[10;11]"]
-weight = 1
-
-[dns.lists.dbl]
-zone = "dbl.example"
-query = "sender_domain"
-weight = 2
-
-[dns.lists.helo]
-zone = "dbl.example"
-query = "helo_name"
-weight = 1
-
-[dns.lists.wl]
-zone = "wl.example"
-mask = "0.0.0.2"
-weight = -4
-
+"""
+    + SHARED_LISTS
+    + """
 [dns.answers]
 "2.0.0.127.zen.example" = { a = ["127.0.0.2"], txt = "https://zen.example/q/127.0.0.2" }
 "10.2.0.192.zen.example" = ["127.0.0.10"]
@@ -65,6 +44,7 @@ weight = -4
 "12.2.0.192.zen.example" = "servfail"
 "13.2.0.192.zen.example" = ["127.255.255.254"]
 """
+)
 
 RULES = """
 [[rules]]
