@@ -287,8 +287,14 @@ def _twisted_observer(event: Mapping[str, Any]) -> None:
 
 
 def bridge_twisted(level: str = "info") -> None:
-    """Route Twisted's own log events (listening, errors) into structlog."""
-    threshold = LogLevel.levelWithName("warn" if level == "warning" else level)
+    """Route Twisted's own warnings and errors into structlog.
+
+    Its info events are chatter our own events already cover, and some come
+    per request: a DNS lookup opens and closes a UDP port, four lines each.
+    They show at ``log_level = "debug"``.
+    """
+    wanted = LogLevel.levelWithName("warn" if level == "warning" else level)
+    threshold = wanted if wanted < LogLevel.info else LogLevel.warn
     predicate = LogLevelFilterPredicate(defaultLogLevel=threshold)
     observer = FilteringLogObserver(_twisted_observer, [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
