@@ -85,6 +85,10 @@ class Nsd:
             '    database: ""',
             "    server-count: 1",
             "    verbosity: 1",
+            # Response rate limiting (200 answers a second by default) would
+            # drop the tests' and the benchmark's queries from one address.
+            "    rrl-ratelimit: 0",
+            "    rrl-whitelist-ratelimit: 0",
             "remote-control:",
             "    control-enable: no",
         ]
