@@ -37,7 +37,7 @@ import functools
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from postgate.replies.model import DUNNO
-from postgate.rules.model import ON_ERROR_RULE, Needs
+from postgate.rules.model import ABSENT, ON_ERROR_RULE, Needs
 from postgate.wire.codec import encode
 
 if TYPE_CHECKING:
@@ -72,10 +72,6 @@ class Answer(NamedTuple):
     observed: tuple[Decision, ...] = ()
 
 
-# What a provider's ``peek`` returns for a fact it cannot give without I/O.
-ABSENT: Final = object()
-
-
 class FactProvider(Protocol):
     """One kind of fact: rate-limit state, greylist entries, a DNS list.
 
@@ -105,10 +101,8 @@ class FactSource(Protocol):
     under a timer; replay's (`Local`) answers from memory on a virtual clock.
     """
 
-    def ready(
-        self, names: frozenset[str], request: PolicyRequest, now: float
-    ) -> Mapping[str, object] | None:
-        """Every fact named if all are at hand, else None (then `gather`)."""
+    def peek(self, request: PolicyRequest, now: float, name: str) -> object:
+        """The fact if it is at hand, else `ABSENT` (then `gather`)."""
         ...
 
     def gather(
@@ -123,28 +117,21 @@ class FactSource(Protocol):
 class Local:
     """Providers that answer at once: replay's source, and the daemon's peek.
 
-    Under ``strict``, a fact a provider cannot peek makes `ready` return None
-    (the daemon then gathers it); otherwise it takes the provider's
-    ``unavailable`` outcome, which is what a replay without I/O must do.
+    Under ``strict``, a fact a provider cannot peek is `ABSENT` (the daemon
+    then gathers it); otherwise it takes the provider's ``unavailable``
+    outcome, which is what a replay without I/O must do.
     """
 
     def __init__(self, providers: Mapping[str, FactProvider], *, strict: bool = False) -> None:
         self.providers = providers
         self.strict = strict
 
-    def ready(
-        self, names: frozenset[str], request: PolicyRequest, now: float
-    ) -> Mapping[str, object] | None:
-        found: dict[str, object] = {}
-        for name in names:
-            provider = self.providers[name.partition(":")[0]]  # an unowned name is a rule bug
-            value = provider.peek(name, request, now)
-            if value is ABSENT:
-                if self.strict:
-                    return None
-                value = provider.unavailable(name)
-            found[name] = value
-        return found
+    def peek(self, request: PolicyRequest, now: float, name: str) -> object:
+        provider = self.providers[name[: name.find(":")]]  # an unowned name is a rule bug
+        value = provider.peek(name, request, now)
+        if value is ABSENT and not self.strict:
+            return provider.unavailable(name)
+        return value
 
     async def gather(
         self,
@@ -153,7 +140,8 @@ class Local:
         now: float,
         budget: float,  # noqa: ARG002 - nothing here waits
     ) -> Mapping[str, object]:
-        return Local(self.providers).ready(names, request, now) or {}
+        local = Local(self.providers)
+        return {name: local.peek(request, now, name) for name in names}
 
     def apply(self, effects: tuple[Effect, ...], request: PolicyRequest, now: float) -> None:
         for effect in effects:
@@ -167,11 +155,11 @@ def decide(
     facts: Mapping[str, object] | None = None,
     *,
     trace: bool = False,
-    peek: Callable[[frozenset[str]], Mapping[str, object] | None] | None = None,
+    peek: Callable[[str], object] | None = None,
 ) -> Answer | Needs:
     """Decide ``request`` under ``config`` at ``now``: pure, total, I/O-free.
 
-    ``peek`` (from `settle`) hands the walk facts held in memory as it meets
+    ``peek`` (from `settle`) hands the walk facts held in memory as it reads
     them, so that a warm cache costs one walk, not two.
     """
     ruleset = config.ruleset
@@ -221,27 +209,9 @@ def settle(
     Returns `Needs` when the source would have to wait (the daemon then
     gathers); `replay` gives a source that never waits.
     """
-
-    peek = functools.partial(_ready, source, request, now)
+    peek = functools.partial(source.peek, request, now)
     answer = decide(config, request, now, trace=trace, peek=peek)
-    facts: dict[str, object] = {}
-    for _ in range(MAX_ROUNDS):
-        if isinstance(answer, Answer):
-            return _applied(answer, source, request, now)
-        got = source.ready(answer.facts - facts.keys(), request, now)
-        if got is None:
-            return answer
-        if not got.keys() - facts.keys():
-            break  # a check keeps asking for facts it was given
-        facts.update(got)
-        answer = decide(config, request, now, facts, trace=trace)
-    return failed(config, request, now, LookupError("facts never settled"))
-
-
-def _ready(
-    source: FactSource, request: PolicyRequest, now: float, names: frozenset[str]
-) -> Mapping[str, object] | None:
-    return source.ready(names, request, now)
+    return _applied(answer, source, request, now) if isinstance(answer, Answer) else answer
 
 
 def _applied(answer: Answer, source: FactSource, request: PolicyRequest, now: float) -> Answer:
@@ -292,7 +262,8 @@ class AnswerStep:
                 facts.update(await self.facts.gather(missing, request, now, max(budget, 0.0)))
             except Exception as exc:  # noqa: BLE001 - a source that breaks its contract
                 return failed(config, request, now, exc)
-            answer = decide(config, request, now, facts)
+            peek = functools.partial(self.facts.peek, request, now)
+            answer = decide(config, request, now, facts, peek=peek)
             if isinstance(answer, Answer):
                 return _applied(answer, self.facts, request, now)
             needs = answer

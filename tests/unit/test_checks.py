@@ -39,15 +39,15 @@ class AtMost:
     def text(self) -> str:
         return f"count at most {self.ceiling}"
 
-    def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:
-        return frozenset({self.name(request)})
-
     def name(self, request: PolicyRequest) -> str:
         return f"count:{self.ceiling}:{request.get('sender')}"
 
     def verdict(self, request: PolicyRequest, facts: Mapping[str, object], now: float) -> Verdict:
         name = self.name(request)
-        seen = int(str(facts[name]))
+        found = facts[name]
+        if found is ABSENT:  # discarded by the walk, which gathers it first
+            return Verdict(holds=False)
+        seen = int(str(found))
         if seen >= self.ceiling:
             return Verdict(holds=True, values={"limit": str(self.ceiling)}, note=f"{seen} seen")
         return Verdict(holds=False, effects=(Effect(name, 1),), note=f"{seen} seen")

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import structlog
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 
-from postgate.answer import ABSENT, Local
+from postgate.answer import Local
+from postgate.rules.model import ABSENT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,19 +37,15 @@ class Gatherer:
     """Asks providers for facts, each under the same timer, and routes effects.
 
     What a provider holds in memory (`FactProvider.peek`) is taken at once;
-    `ready` lets the answer step decide without a Deferred when all is at hand.
+    `peek` lets the answer step decide without a Deferred when all is at hand.
     """
 
     def __init__(self, providers: Mapping[str, FactProvider], reactor: IReactorTime) -> None:
         self._providers = providers
         self._reactor = reactor
         self._down: set[str] = set()
-        self._local = Local(providers, strict=True)
-
-    def ready(
-        self, names: frozenset[str], request: PolicyRequest, now: float
-    ) -> Mapping[str, object] | None:
-        return self._local.ready(names, request, now)
+        # The answer step's `peek`: a bound method, not one more call around it.
+        self.peek = Local(providers, strict=True).peek
 
     def gather(
         self, names: frozenset[str], request: PolicyRequest, now: float, budget: float

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from postgate.answer import ABSENT
 from postgate.rules.greylisting import UNAVAILABLE, Settings
+from postgate.rules.model import ABSENT
 from postgate.state.greylist import split_fact
 from postgate.state.greylist_scripts import record_args, seen_of
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Final
 
-from postgate.answer import ABSENT
 from postgate.rules.limits import Breach, Charge, LimitCheck, Reserve
+from postgate.rules.model import ABSENT
 from postgate.rules.program import walk
 from postgate.state.limit_facts import LimitFacts, session_of
 from postgate.state.limit_scripts import need_rule, view_of

@@ -13,13 +13,14 @@ from __future__ import annotations
 import operator
 import socket
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from postgate.config.dns import DnsList, answer_problem, is_domain, parse_dns
 from postgate.config.problems import Problems
 from postgate.config.values import suggest
 from postgate.rules.match import COMPARISONS
-from postgate.rules.model import Verdict
+from postgate.rules.model import NO_VALUES, Verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -82,10 +83,14 @@ def reversed_address(address: str) -> str | None:
 
 def subject(dns_list: DnsList, request: PolicyRequest) -> str:
     """The attribute's value the list is asked about, as sent (for the reply)."""
-    if dns_list.query == "sender_domain":
+    return _subject(dns_list.query, request)
+
+
+def _subject(query: str, request: PolicyRequest) -> str:
+    if query == "sender_domain":
         sender = request.get("sender")
         return sender.rpartition("@")[2] if "@" in sender else ""
-    return request.get(dns_list.query)
+    return request.get(query)
 
 
 def fact_name(dns_list: DnsList, request: PolicyRequest) -> str | None:
@@ -139,34 +144,35 @@ def reply_values(dns_list: DnsList, request: PolicyRequest, answer: object) -> d
 class _LastRequest:
     """The fact names of some lists for the last request seen.
 
-    The engine walks a request twice (to name its facts, then to decide with
-    them) and asks each check both times; the names are worked out once.
+    A request whose answers are not cached yet is walked twice (to find them
+    missing, then to decide with them); the names are worked out once, and
+    lists asking about the same attribute share its prefix.
     """
 
-    __slots__ = ("facts", "lists", "names", "request")
+    __slots__ = ("asked", "names", "request")
 
     def __init__(self, lists: tuple[DnsList, ...]) -> None:
-        self.lists = lists
+        # (query, "dns:ZONE:", room for the prefix) per list, made once.
+        self.asked = tuple((d.query, f"{PREFIX}:{d.zone}:", 252 - len(d.zone)) for d in lists)
         self.request: PolicyRequest | None = None
         self.names: tuple[str | None, ...] = ()
-        self.facts: frozenset[str] = frozenset()
 
     def of(self, request: PolicyRequest) -> tuple[str | None, ...]:
-        if request is not self.request:
-            prefixes: dict[str, str | None] = {}  # lists asking about one attribute share it
-            names = []
-            for d in self.lists:
-                if d.query not in prefixes:
-                    prefixes[d.query] = query_prefix(d.query, subject(d, request))
-                prefix = prefixes[d.query]
-                fits = prefix is not None and len(prefix) + len(d.zone) < 253
-                names.append(f"{PREFIX}:{d.zone}:{prefix}" if fits else None)
-            self.request, self.names = request, tuple(names)
-            self.facts = frozenset(name for name in names if name is not None)
+        if request is self.request:
+            return self.names
+        prefixes: dict[str, str | None] = {}
+        names: list[str | None] = []
+        for query, head, room in self.asked:
+            if query in prefixes:
+                prefix = prefixes[query]
+            else:
+                prefix = prefixes[query] = query_prefix(query, _subject(query, request))
+            names.append(head + prefix if prefix is not None and len(prefix) <= room else None)
+        self.request, self.names = request, tuple(names)
         return self.names
 
     def answers(self, request: PolicyRequest, facts: Mapping[str, object]) -> list[object]:
-        return [facts.get(name) if name else None for name in self.of(request)]
+        return [facts[name] if name else None for name in self.of(request)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +189,6 @@ class ListCheck:
     @property
     def text(self) -> str:
         return f"dnsbl {self.mode} {'|'.join(d.name for d in self.lists)}"
-
-    def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
-        self._last.of(request)
-        return self._last.facts
 
     def verdict(
         self,
@@ -223,17 +225,18 @@ class ScoreCheck:
     lists: tuple[DnsList, ...]
     tests: tuple[tuple[str, int], ...]
     _last: _LastRequest = field(init=False, repr=False, compare=False)
+    # The verdict when no list lists the request, made once: the common case.
+    _unlisted: Verdict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_last", _LastRequest(self.lists))
+        holds = all(_OPS[op](0, limit) for op, limit in self.tests)
+        values = MappingProxyType({"dnsbl_score": "0"}) if holds else NO_VALUES
+        object.__setattr__(self, "_unlisted", Verdict(holds, values=values, note="score 0"))
 
     @property
     def text(self) -> str:
         return " and ".join(f"dnsbl_score {COMPARISONS[op]} {n}" for op, n in self.tests)
-
-    def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
-        self._last.of(request)
-        return self._last.facts
 
     def verdict(
         self,
@@ -242,13 +245,16 @@ class ScoreCheck:
         now: float,  # noqa: ARG002
     ) -> Verdict:
         answers = self._last.answers(request, facts)
+        # Counted in C (identity first): an answer equal to NOT_LISTED lists nothing.
+        if answers.count(NOT_LISTED) + answers.count(None) == len(answers):
+            return self._unlisted
         hits = [
             (d, a)
             for d, a in zip(self.lists, answers, strict=True)
-            if a is not None and a is not NOT_LISTED and counts_as_listed(d, state(d, a))
+            if a is not None and counts_as_listed(d, state(d, a))
         ]
-        if not hits:  # the common case, kept cheap: nothing listed, score 0
-            return self._verdict(0, "score 0", None, request)
+        if not hits:
+            return self._unlisted
         score = sum(d.weight for d, _ in hits)
         note = f"score {score}" + "".join(f", {d.name} {d.weight:+d}" for d, _ in hits)
         return self._verdict(score, note, max(hits, key=lambda hit: hit[0].weight), request)

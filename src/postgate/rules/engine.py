@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from postgate.replies.model import DUNNO
-from postgate.rules.model import DEFAULT_RULE, Decision, Needs, Rule
+from postgate.rules.model import DEFAULT_RULE, Decision, Facts, Needs, Rule
 from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from postgate.rules.program import FirstFailing, Program
     from postgate.wire.codec import PolicyRequest
 
-    Peek = Callable[[frozenset[str]], Mapping[str, object] | None]
-
 _INDENT: Final = "    "
 _NO_FACTS: Final[Mapping[str, object]] = MappingProxyType({})
 
@@ -41,10 +39,11 @@ class _Walk:
 
     The generated `program` cannot wait for facts, so a ruleset with checks
     (and every traced decision) is walked here instead, with the generated
-    per-node condition helpers. When a check lacks its facts, the walk goes on
-    only to collect what the checks it could still reach need, so that they
-    are all gathered in one round; it stops at a node that would decide
-    without facts, since nothing after it can matter.
+    per-node condition helpers. Checks read their facts from `Facts`; once
+    one was not at hand, the walk goes on only so that the checks it could
+    still reach name theirs too, and they are all gathered in one round; it
+    stops at a node that would decide without facts, since nothing after it
+    can matter.
     """
 
     __slots__ = (
@@ -52,11 +51,8 @@ class _Walk:
         "facts",
         "failing",
         "lines",
-        "missing",
         "now",
         "observed",
-        "peek",
-        "peeked",
         "raw",
         "request",
         "tail",
@@ -65,31 +61,28 @@ class _Walk:
     def __init__(
         self,
         request: PolicyRequest,
-        facts: Mapping[str, object],
+        facts: Facts,
         now: float,
         ruleset: Ruleset,
         lines: list[str] | None,
-        peek: Peek | None = None,
     ) -> None:
         self.request, self.raw, self.facts, self.now = request, request.raw, facts, now
-        self.failing, self.lines, self.peek = ruleset.failing, lines, peek
+        self.failing, self.lines = ruleset.failing, lines
         # (index, program): the top-level rules from index on have no checks,
         # so outside a trace the generated program decides them at its speed.
         self.tail = ruleset.tail if lines is None else (-1, None)
         self.effects: list[Effect] = []
-        self.missing: set[str] = set()
         self.observed: list[Decision] = []
-        self.peeked: set[str] = set()  # named again with the missing, for one gathering
 
     def say(self, depth: int, text: str) -> None:
-        if self.lines is not None and not self.missing:
+        if self.lines is not None and not self.facts.missing:
             self.lines.append(f"{_INDENT * depth}{text}")
 
     def nodes(self, nodes: tuple[Node, ...], depth: int) -> Decision | None:
         start, program = self.tail if depth == 0 else (-1, None)
         for index, node in enumerate(nodes):
             if index == start and program is not None:
-                return None if self.missing else program(self.raw)  # no facts past here
+                return None if self.facts.missing else program(self.raw)  # no facts past here
             failed = self.failing[node.id](self.raw)
             if failed >= 0:
                 if self.lines is not None:  # the text is built only for a trace
@@ -101,28 +94,20 @@ class _Walk:
         return None
 
     def rule(self, rule: Rule, depth: int) -> Decision | None:
-        if not rule.checks:
-            return self.decided(rule, rule.decision, depth)
         checks = rule.checks
-        needed = (
-            checks[0].facts(self.request, self.now)
-            if len(checks) == 1
-            else frozenset().union(*(c.facts(self.request, self.now) for c in checks))
-        )
-        if self.peek is not None and not self.missing and not needed <= self.facts.keys():
-            held = self.peek(needed - self.facts.keys())
-            if held is not None:  # all at hand (a cache, memory): no second walk
-                self.facts = {**self.facts, **held} if self.facts else held
-                self.peeked |= held.keys()
-        if self.missing or not needed <= self.facts.keys():
-            self.missing |= needed - self.facts.keys()
+        if not checks:
+            return self.decided(rule, rule.decision, depth)
+        request, facts, now = self.request, self.facts, self.now
+        verdicts = [check.verdict(request, facts, now) for check in checks]
+        if facts.missing:  # a fact was not at hand: gather before deciding
             return None
-        values: dict[str, str] = {}
+        values: Mapping[str, str] = {}
         holds = True
-        for check in rule.checks:
-            verdict = check.verdict(self.request, self.facts, self.now)
-            self.effects += verdict.effects
-            values.update(verdict.values)
+        for check, verdict in zip(checks, verdicts, strict=True):
+            if verdict.effects:
+                self.effects += verdict.effects
+            if verdict.values:
+                values = {**values, **verdict.values}
             if self.lines is not None:
                 said = ("holds" if verdict.holds else "does not hold") + (
                     f" ({verdict.note})" if verdict.note else ""
@@ -219,18 +204,21 @@ class Ruleset:
         now: float,
         *,
         trace: bool = False,
-        peek: Peek | None = None,
+        peek: Callable[[str], object] | None = None,
     ) -> Decision | Needs:
-        """Decide with the facts gathered so far, or say which are still needed.
+        """Decide with the facts given and those ``peek`` holds, or say which are needed.
 
-        ``peek(names)`` gives facts held without waiting (all of them, or None):
-        with it, a request whose facts are all at hand is decided in one walk.
+        ``peek(name)`` gives a fact held without waiting, or `ABSENT`: with
+        it, a request whose facts are all at hand is decided in one walk.
+        `Needs` names every fact the walk read, at hand or not, so that one
+        gathering brings them all.
         """
         said: list[str] | None = [] if trace else None
-        walk = _Walk(request, facts or _NO_FACTS, now, self, said, peek)
+        walk = _Walk(request, Facts(facts or _NO_FACTS, peek), now, self, said)
         found = walk.nodes(self.nodes, 0)
-        if walk.missing:
-            return Needs(frozenset(walk.missing | walk.peeked))
+        read = walk.facts
+        if read.missing:
+            return Needs(frozenset(read.missing.union(read)))
         if found is None:
             walk.say(0, f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")
             found = self.default_decision

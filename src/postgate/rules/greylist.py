@@ -42,7 +42,6 @@ SETTINGS: Final = (
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _MAX_TIME: Final = 3650 * DAY
-_NOTHING: Final[frozenset[str]] = frozenset()
 _NOT_AT_THIS_STAGE: Final = Verdict(holds=False, note="greylisting decides at RCPT only")
 
 
@@ -60,8 +59,8 @@ class Greylist:
         return f"greylist (delay {_seconds(s.delay)}{pool})"
 
     def fact(self, request: PolicyRequest) -> str:
-        # Asked up to three times per request (the walk that finds it missing,
-        # the walk with it, the verdict): the last request's name is kept.
+        # Asked twice when the state is read through I/O (the walk that finds
+        # it missing, the walk with it): the last request's name is kept.
         last = self.last
         if last[0] is request:
             return str(last[1])
@@ -69,18 +68,13 @@ class Greylist:
         last[:] = [request, name]
         return name
 
-    def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
-        if request.get("protocol_state") != "RCPT":
-            return _NOTHING
-        return frozenset((self.fact(request),))
-
     def verdict(self, request: PolicyRequest, facts: Mapping[str, object], now: float) -> Verdict:
         if request.get("protocol_state") != "RCPT":
             # A triplet needs its recipient: at DATA or END-OF-MESSAGE (wired
             # for limits, say) the mail was judged at RCPT already.
             return _NOT_AT_THIS_STAGE
         name = self.fact(request)
-        seen = facts.get(name)
+        seen = facts[name]
         if not isinstance(seen, Seen):  # the store could not be read: on_unavailable
             defer = self.settings.defer_unavailable
             values = {"retry": str(math.ceil(self.settings.delay))} if defer else {}

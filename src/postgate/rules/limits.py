@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 from postgate.config.values import check_keys, suggest
 from postgate.rules.attributes import DERIVED, KNOWN
 from postgate.rules.facts import fold
-from postgate.rules.model import Effect, Verdict
+from postgate.rules.model import ABSENT, Effect, Verdict
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,6 +49,7 @@ MIN_WINDOW: Final = 10  # seconds: a sub-bucket of one second
 MAX_WINDOW: Final = 31 * 86400
 _RESERVING: Final = frozenset({"RCPT", "DATA"})  # stages where a message in flight reserves
 _RECIPIENT_KEYS: Final = frozenset({"recipient", "recipient_domain", "recipient_localpart"})
+_NOT_AT_HAND: Final = Verdict(holds=False)  # discarded: the walk gathers the counter first
 
 
 class LimitView(Protocol):
@@ -131,21 +132,18 @@ class LimitCheck:
             parts.append(value.replace("|", "%7C"))
         return "|".join(parts)
 
-    def facts(self, request: PolicyRequest, now: float) -> frozenset[str]:  # noqa: ARG002
-        # At END-OF-MESSAGE the message's reservations are read even when the
-        # key is empty there (``recipient`` is, with several recipients).
-        key = self.key_of(request)
-        if key or request.get("protocol_state").upper() == EOM:
-            return frozenset({f"{PREFIX}:{self.rule}:{key}"})
-        return frozenset()
-
     def verdict(self, request: PolicyRequest, facts: Mapping[str, object], now: float) -> Verdict:
         key = self.key_of(request)
-        name = f"{PREFIX}:{self.rule}:{key}"
-        view = cast("LimitView | None", facts.get(name))
-        if view is None:
-            return Verdict(holds=False, note=f"no {'+'.join(self.key)}: not limited")
         stage = request.get("protocol_state").upper()
+        # At END-OF-MESSAGE the message's reservations are read even when the
+        # key is empty there (``recipient`` is, with several recipients).
+        if not key and stage != EOM:
+            return Verdict(holds=False, note=f"no {'+'.join(self.key)}: not limited")
+        name = f"{PREFIX}:{self.rule}:{key}"
+        found = facts[name]
+        if found is ABSENT:
+            return _NOT_AT_HAND
+        view = cast("LimitView", found)
         if stage == EOM:
             return self._charge(request, key, view, now)
         need = self._need(request, stage, view.own)

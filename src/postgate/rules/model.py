@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from postgate.replies.model import Action
     from postgate.rules.match import Condition
@@ -75,9 +75,12 @@ class Check(Protocol):
     """A rule part that reads facts gathered by I/O (a limit, a greylist, a DNS list).
 
     A rule's checks are consulted only once its plain conditions all hold;
-    the rule decides when every check holds. `facts` names what must be
-    gathered first, `verdict` decides from it, purely: same request, facts
-    and time, same verdict (docs/architecture.md, Facts and effects).
+    the rule decides when every check holds. `verdict` reads each fact it
+    needs as ``facts[name]`` (``provider:detail``), all of them before it
+    branches on any, and decides purely: same request, facts and time, same
+    verdict. A fact not at hand reads as `ABSENT`; the walk then discards
+    the verdict and gathers what was read (docs/architecture.md, Facts and
+    effects), so a verdict must only survive `ABSENT`, not make sense of it.
     """
 
     @property
@@ -85,11 +88,40 @@ class Check(Protocol):
         """How ``postgate show`` and the trace name the check."""
         ...
 
-    def facts(self, request: PolicyRequest, now: float) -> frozenset[str]: ...
-
     def verdict(
         self, request: PolicyRequest, facts: Mapping[str, object], now: float
     ) -> Verdict: ...
+
+
+# What a fact not at hand reads as (and what a provider's ``peek`` returns
+# for one it cannot give without I/O).
+ABSENT: Final = object()
+
+
+class Facts(dict[str, object]):
+    """The facts one walk reads: those given, then what ``peek`` holds in memory.
+
+    A dict, so that a fact already read costs a plain lookup; only a first
+    read calls ``peek``. The names that were not at hand are kept in
+    `missing`: the answer step gathers them, all at once, before deciding.
+    """
+
+    __slots__ = ("missing", "peek")
+
+    def __init__(
+        self, given: Mapping[str, object], peek: Callable[[str], object] | None = None
+    ) -> None:
+        super().__init__(given)
+        self.peek = peek
+        self.missing: set[str] = set()
+
+    def __missing__(self, name: str) -> object:
+        value = ABSENT if self.peek is None else self.peek(name)
+        if value is ABSENT:
+            self.missing.add(name)
+        else:
+            self[name] = value
+        return value
 
 
 @dataclass(frozen=True, slots=True)

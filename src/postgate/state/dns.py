@@ -9,14 +9,13 @@ Twisted; `FixedAnswers` is what ``replay`` and ``test`` decide with: the
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from postgate.answer import ABSENT
 from postgate.rules.dnsbl import NOT_LISTED, DnsAnswer
+from postgate.rules.model import ABSENT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -63,31 +62,36 @@ class ZoneStats:
 
 
 class DnsCache:
-    """Answers by query name until their TTL runs out; the oldest go first when full."""
+    """Answers by query name until their TTL runs out; the oldest go first when full.
+
+    A plain dict keeps insertion order, and a put moves its name to the end,
+    so the first key is always the oldest.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[str, tuple[float, DnsAnswer]] = OrderedDict()
+        self.entries: dict[str, tuple[float, DnsAnswer]] = {}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def get(self, qname: str, now: float) -> DnsAnswer | None:
-        entry = self._entries.get(qname)
+        entry = self.entries.get(qname)
         if entry is None:
             return None
         if entry[0] <= now:
-            del self._entries[qname]
+            del self.entries[qname]
             return None
         return entry[1]
 
     def put(self, qname: str, answer: DnsAnswer, expires: float) -> None:
         if self.size <= 0:
             return
-        self._entries.pop(qname, None)
-        self._entries[qname] = (expires, answer)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        entries = self.entries
+        entries.pop(qname, None)
+        entries[qname] = (expires, answer)
+        while len(entries) > self.size:
+            del entries[next(iter(entries))]
 
 
 @dataclass(slots=True)
@@ -165,10 +169,10 @@ class Lookups:
     def peek(self, name: str, now: float) -> object:
         """The cached answer, the breaker's "skipped", or `ABSENT` (then a lookup)."""
         zone = name[4 : name.index(":", 4)]  # "dns:ZONE:PREFIX"; the cache is keyed by name
-        cached = self.cache.get(name, now)
-        if cached is not None:
+        entry = self.cache.entries.get(name)  # `DnsCache.get`, inline: once per list and request
+        if entry is not None and entry[0] > now:
             self.zone(zone).cache_hits += 1
-            return cached
+            return entry[1]
         if self.breaker.blocks(zone, now):
             self.zone(zone).skipped += 1
             return SKIPPED
