@@ -33,7 +33,6 @@ Twisted and reads no clock of its own. The contract, which stateful rules
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from postgate.replies.model import DUNNO
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 
     from postgate.config.load import Config
     from postgate.replies.model import Action
-    from postgate.rules.model import Decision, Effect
+    from postgate.rules.model import Decision, Effect, Peek
     from postgate.wire.codec import PolicyRequest
 
 _new: Final = tuple.__new__
@@ -155,7 +154,7 @@ def decide(
     facts: Mapping[str, object] | None = None,
     *,
     trace: bool = False,
-    peek: Callable[[str], object] | None = None,
+    peek: Peek | None = None,
 ) -> Answer | Needs:
     """Decide ``request`` under ``config`` at ``now``: pure, total, I/O-free.
 
@@ -209,8 +208,7 @@ def settle(
     Returns `Needs` when the source would have to wait (the daemon then
     gathers); `replay` gives a source that never waits.
     """
-    peek = functools.partial(source.peek, request, now)
-    answer = decide(config, request, now, trace=trace, peek=peek)
+    answer = decide(config, request, now, trace=trace, peek=source.peek)
     return _applied(answer, source, request, now) if isinstance(answer, Answer) else answer
 
 
@@ -262,8 +260,7 @@ class AnswerStep:
                 facts.update(await self.facts.gather(missing, request, now, max(budget, 0.0)))
             except Exception as exc:  # noqa: BLE001 - a source that breaks its contract
                 return failed(config, request, now, exc)
-            peek = functools.partial(self.facts.peek, request, now)
-            answer = decide(config, request, now, facts, peek=peek)
+            answer = decide(config, request, now, facts, peek=self.facts.peek)
             if isinstance(answer, Answer):
                 return _applied(answer, self.facts, request, now)
             needs = answer

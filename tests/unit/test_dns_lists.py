@@ -335,7 +335,7 @@ class TestOneWalk:
         config = load(tmp_path, LISTS + RULES)
         asked: list[str] = []
 
-        def held(name: str) -> object:
+        def held(_request: PolicyRequest, _now: float, name: str) -> object:
             asked.append(name)
             return NOT_LISTED
 
@@ -345,12 +345,12 @@ class TestOneWalk:
 
     def test_facts_not_at_hand_are_named_for_gathering(self, tmp_path: Path) -> None:
         config = load(tmp_path, LISTS + RULES)
-        needs = config.ruleset.decide_with(mail("192.0.2.99"), None, 0.0, peek=lambda _: ABSENT)
+        needs = config.ruleset.decide_with(mail("192.0.2.99"), None, 0.0, peek=lambda *_: ABSENT)
         assert isinstance(needs, Needs)
         assert "dns:zen.example:99.2.0.192" in needs.facts
 
     def test_facts_peeked_before_a_missing_one_are_named_with_it(self, tmp_path: Path) -> None:
-        def only_zen(name: str) -> object:
+        def only_zen(_request: PolicyRequest, _now: float, name: str) -> object:
             return ABSENT if "dbl" in name else NOT_LISTED
 
         rules = '[[rules]]\nid = "Z"\ndnsbl = "zen"\naction = "REJECT"\n'

@@ -21,12 +21,12 @@ from postgate.rules.model import DEFAULT_RULE, Decision, Facts, Needs, Rule
 from postgate.rules.program import build, walk
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from postgate.replies.model import Action
     from postgate.rules.lists import NamedList
     from postgate.rules.match import Condition
-    from postgate.rules.model import Check, Effect, Group, Node
+    from postgate.rules.model import Check, Effect, Group, Node, Peek
     from postgate.rules.program import FirstFailing, Program
     from postgate.wire.codec import PolicyRequest
 
@@ -50,9 +50,11 @@ class _Walk:
         "effects",
         "facts",
         "failing",
+        "given",
         "lines",
         "now",
         "observed",
+        "peek",
         "raw",
         "request",
         "tail",
@@ -61,13 +63,18 @@ class _Walk:
     def __init__(
         self,
         request: PolicyRequest,
-        facts: Facts,
+        given: Mapping[str, object],
+        peek: Peek | None,
         now: float,
         ruleset: Ruleset,
         lines: list[str] | None,
     ) -> None:
-        self.request, self.raw, self.facts, self.now = request, request.raw, facts, now
+        self.request, self.raw, self.now = request, request.raw, now
         self.failing, self.lines = ruleset.failing, lines
+        # Made when a check is first reached: a request that reaches none
+        # (its plain conditions fail first) costs no more than that.
+        self.given, self.peek = given, peek
+        self.facts: Facts | None = None
         # (index, program): the top-level rules from index on have no checks,
         # so outside a trace the generated program decides them at its speed.
         self.tail = ruleset.tail if lines is None else (-1, None)
@@ -75,14 +82,15 @@ class _Walk:
         self.observed: list[Decision] = []
 
     def say(self, depth: int, text: str) -> None:
-        if self.lines is not None and not self.facts.missing:
+        if self.lines is not None and not (self.facts and self.facts.missing):
             self.lines.append(f"{_INDENT * depth}{text}")
 
     def nodes(self, nodes: tuple[Node, ...], depth: int) -> Decision | None:
         start, program = self.tail if depth == 0 else (-1, None)
         for index, node in enumerate(nodes):
             if index == start and program is not None:
-                return None if self.facts.missing else program(self.raw)  # no facts past here
+                waiting = self.facts is not None and self.facts.missing
+                return None if waiting else program(self.raw)  # no facts past here
             failed = self.failing[node.id](self.raw)
             if failed >= 0:
                 if self.lines is not None:  # the text is built only for a trace
@@ -98,6 +106,8 @@ class _Walk:
         if not checks:
             return self.decided(rule, rule.decision, depth)
         request, facts, now = self.request, self.facts, self.now
+        if facts is None:
+            facts = self.facts = Facts(self.given, self.peek, request, now)
         verdicts = [check.verdict(request, facts, now) for check in checks]
         if facts.missing:  # a fact was not at hand: gather before deciding
             return None
@@ -204,20 +214,20 @@ class Ruleset:
         now: float,
         *,
         trace: bool = False,
-        peek: Callable[[str], object] | None = None,
+        peek: Peek | None = None,
     ) -> Decision | Needs:
         """Decide with the facts given and those ``peek`` holds, or say which are needed.
 
-        ``peek(name)`` gives a fact held without waiting, or `ABSENT`: with
+        ``peek(request, now, name)`` gives a fact held without waiting, or `ABSENT`: with
         it, a request whose facts are all at hand is decided in one walk.
         `Needs` names every fact the walk read, at hand or not, so that one
         gathering brings them all.
         """
         said: list[str] | None = [] if trace else None
-        walk = _Walk(request, Facts(facts or _NO_FACTS, peek), now, self, said)
+        walk = _Walk(request, facts or _NO_FACTS, peek, now, self, said)
         found = walk.nodes(self.nodes, 0)
         read = walk.facts
-        if read.missing:
+        if read is not None and read.missing:
             return Needs(frozenset(read.missing.union(read)))
         if found is None:
             walk.say(0, f"{DEFAULT_RULE}: no rule matched -> {self.default.line}")

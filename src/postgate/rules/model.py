@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from postgate.rules.match import Condition
     from postgate.wire.codec import PolicyRequest
 
+    # What a walk asks for a fact it was not given: the answer step's source
+    # (`postgate.answer.FactSource.peek`), with the request and its time.
+    Peek = Callable[[PolicyRequest, float, str], object]
+
 DEFAULT_RULE: Final = "DEFAULT"
 # The rule id of the `on_error` answer, when deciding raised (daemon and replay alike).
 ON_ERROR_RULE: Final = "ON_ERROR"
@@ -102,21 +106,27 @@ class Facts(dict[str, object]):
     """The facts one walk reads: those given, then what ``peek`` holds in memory.
 
     A dict, so that a fact already read costs a plain lookup; only a first
-    read calls ``peek``. The names that were not at hand are kept in
-    `missing`: the answer step gathers them, all at once, before deciding.
+    read calls ``peek(request, now, name)``. The names that were not at hand
+    are kept in `missing`: the answer step gathers them, all at once, before
+    deciding.
     """
 
-    __slots__ = ("missing", "peek")
+    __slots__ = ("missing", "now", "peek", "request")
 
     def __init__(
-        self, given: Mapping[str, object], peek: Callable[[str], object] | None = None
+        self,
+        given: Mapping[str, object],
+        peek: Peek | None,
+        request: PolicyRequest,
+        now: float,
     ) -> None:
         super().__init__(given)
-        self.peek = peek
+        self.peek, self.request, self.now = peek, request, now
         self.missing: set[str] = set()
 
     def __missing__(self, name: str) -> object:
-        value = ABSENT if self.peek is None else self.peek(name)
+        peek = self.peek
+        value = ABSENT if peek is None else peek(self.request, self.now, name)
         if value is ABSENT:
             self.missing.add(name)
         else:

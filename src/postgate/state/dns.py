@@ -171,7 +171,8 @@ class Lookups:
         zone = name[4 : name.index(":", 4)]  # "dns:ZONE:PREFIX"; the cache is keyed by name
         entry = self.cache.entries.get(name)  # `DnsCache.get`, inline: once per list and request
         if entry is not None and entry[0] > now:
-            self.zone(zone).cache_hits += 1
+            stats = self.stats.get(zone) or self.zone(zone)
+            stats.cache_hits += 1
             return entry[1]
         if self.breaker.blocks(zone, now):
             self.zone(zone).skipped += 1
