@@ -82,7 +82,7 @@ class _Walk:
         self.observed: list[Decision] = []
 
     def say(self, depth: int, text: str) -> None:
-        if self.lines is not None and not (self.facts and self.facts.missing):
+        if self.lines is not None and (self.facts is None or not self.facts.missing):
             self.lines.append(f"{_INDENT * depth}{text}")
 
     def nodes(self, nodes: tuple[Node, ...], depth: int) -> Decision | None:
