@@ -129,6 +129,20 @@ class TestWalk:
         effects = (Effect("count:2:a@example.com", 1), Effect("count:5:a@example.com", 1))
         assert ("DEFAULT", effects) == (decision.rule, decision.effects)
 
+    def test_facts_are_peeked_once_each_and_only_for_checks_reached(self) -> None:
+        asked: list[str] = []
+
+        def peek(request: PolicyRequest, now: float, name: str) -> object:
+            asked.append(name)
+            return 1
+
+        RULESET.decide_with(mail("boss@example.com"), None, 0.0, peek=peek)
+        decision = RULESET.decide_with(mail("a@example.com"), None, 0.0, peek=peek)
+        assert ("DEFAULT", ["count:2:a@example.com", "count:5:a@example.com"]) == (
+            getattr(decision, "rule", None),
+            asked,
+        )
+
     def test_show_names_the_check(self) -> None:
         assert "    FIRST: if count at most 2 -> 450 4.7.1 Slow down" in RULESET.describe()
 
