@@ -33,7 +33,7 @@ def block(
     req: PolicyRequest, answer: str, rule: str, now: float, *, decisions: bool = True
 ) -> bytes:
     shape = Format(decisions)
-    return shape.block(shape.source(req), answer, rule, now, None)
+    return shape.block(req.wire or req.raw, answer, rule, now)
 
 
 def time_line(data: bytes) -> str:

@@ -54,9 +54,7 @@ def expected(
 ) -> bytes:
     """What the file must hold: `Format.block` of each record, in order."""
     shape = Format(decisions, redactor)
-    blocks = [
-        shape.block(shape.source(req), ans, rule, now, None) for req, ans, rule, now in records
-    ]
+    blocks = [shape.block(req.wire or req.raw, ans, rule, now) for req, ans, rule, now in records]
     return HEADER + b"".join(blocks)
 
 

@@ -17,11 +17,10 @@ import hmac
 import math
 import os
 import secrets
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from postgate.replies.parsing import parse_action
 from postgate.replies.templates import ELLIPSIS, sanitise
-from postgate.rules.attributes import POSTFIX
 from postgate.wire.codec import EncodeError, PolicyRequest, request_line
 
 if TYPE_CHECKING:
@@ -132,41 +131,29 @@ def _create_key(path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True, slots=True)
 class Format:
-    """How blocks are made under one configuration: the one block formatter."""
+    """How the writer makes blocks under one configuration: the one block formatter."""
 
-    decisions: bool = True  # write '# expect:' / '# expect-rule:'
-    redactor: Redactor | None = None
-    # The decision lines of each answer and rule, made once: most rules always answer alike.
-    _decided: dict[tuple[str, str], bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    def source(self, request: PolicyRequest) -> bytes | PolicyRequest:
-        """What a block is made from: the received lines when they read back as
-        these attributes (so the request is freed now, while in the cache), else
-        the request, written line by line."""
-        return request.wire if self.redactor is None and _copyable(request) else request
+    def __init__(self, decisions: bool = True, redactor: Redactor | None = None) -> None:
+        self.decisions, self.redactor = decisions, redactor
+        # The decision lines of each answer and rule, made once: most rules always answer alike.
+        self._decided: dict[tuple[str, str], bytes] = {}
 
     def block(
-        self,
-        source: bytes | PolicyRequest,
-        answer: str,
-        rule: str,
-        now: float,
-        action: Action | None,
+        self, source: bytes | dict[str, str], answer: str, rule: str, now: float, action: str = ""
     ) -> bytes:
         """One request in the request file format, ending with its blank line.
 
-        ``source`` is what `source` gave; ``action`` renders the answer again
-        for a redacted request. Raises for a time `format_time` cannot write.
+        ``source`` is the request's received lines, or its attributes when it
+        was not read from a peer; ``action`` (the action as configured) renders
+        the answer again for a redacted request. Raises for a time
+        `format_time` cannot write, or a value no file can hold.
         """
         head = f"# time: {format_time(now)}\n"
-        if isinstance(source, bytes):
-            decided = self._decided.get((answer, rule))
-            if decided is None:
-                decided = self._decide(answer, rule)
+        if isinstance(source, bytes) and self.redactor is None and _copyable(source):
+            decided = self._decided.get((answer, rule)) or self._decide(answer, rule)
             return b"".join((head.encode(), decided, source, b"\n\n"))
-        attrs = source.as_dict()
+        attrs = dict(source) if isinstance(source, dict) else _attributes(source)
         expect: str | None = answer
         hidden = self.redactor.apply(attrs) if self.redactor is not None else None
         if hidden:
@@ -185,33 +172,45 @@ class Format:
 
 
 _DECIDED_KEPT: Final = 4096
+# For `_copyable`: blanks (as str.strip sees them in ASCII) and '#' become a space;
+# NUL, CR and every non-ASCII byte a NUL. Other bytes stay as they are.
+_CLASSES: Final = bytes(
+    32 if b in b" \t\x0b\x0c\x1c\x1d\x1e\x1f#" else 0 if b in (0, 13) or b > 127 else b
+    for b in range(256)
+)
 
 
-def _copyable(request: PolicyRequest) -> bool:
-    """Whether the received lines read back as exactly these attributes.
+def _copyable(wire: bytes) -> bool:
+    """Whether the received lines read back as the request's attributes, as they are.
 
     Not with a NUL or a CR anywhere, nor when a name would read as a comment
     (perhaps a forged ``# expect:``) or has outer blanks of any kind (a
     vertical tab, a no-break space): `_lines` leaves those out, and the
-    reader refuses them. Postfix's own names are checked as one set.
+    reader refuses them. One pass of C calls; a false "no" (a value holding
+    " =" or any UTF-8) only costs the slower way of writing the same lines.
     """
-    wire = request.wire
-    if not wire or 0 in wire or 13 in wire:  # an int is one memchr
-        return False
-    return _POSTFIX_NAMES.issuperset(request.raw) or all(map(_replayable, request.raw))
+    classes = wire.translate(_CLASSES)
+    return not (b"\0" in classes or b"\n " in classes or b" =" in classes or classes[:1] == b" ")
 
 
-_POSTFIX_NAMES: Final = frozenset(POSTFIX)
+def _attributes(wire: bytes) -> dict[str, str]:
+    """The attributes as the decoder read them from these lines (the last repeat wins)."""
+    return dict(line.split("=", 1) for line in wire.decode("utf-8", "surrogateescape").split("\n"))
 
 
 def _redacted_answer(
-    attrs: dict[str, str], hidden: list[str], answer: str, rule: str, action: Action | None
+    attrs: dict[str, str], hidden: list[str], answer: str, rule: str, action: str
 ) -> str | None:
     """The answer replay gives the redacted request; None when it cannot be known safely."""
-    if action is not None:
-        return action.render(PolicyRequest(attrs), rule)
+    if action:
+        return _action(action).render(PolicyRequest(attrs), rule)
     shown = [value for value in hidden if value in answer or _sanitised(value) in answer]
     return None if shown else answer
+
+
+@functools.lru_cache(maxsize=256)
+def _action(line: str) -> Action:
+    return parse_action(line).action
 
 
 def _sanitised(value: str) -> str:
