@@ -172,25 +172,21 @@ class Format:
 
 
 _DECIDED_KEPT: Final = 4096
-# For `_copyable`: blanks (as str.strip sees them in ASCII) and '#' become a space;
-# NUL, CR and every non-ASCII byte a NUL. Other bytes stay as they are.
-_CLASSES: Final = bytes(
-    32 if b in b" \t\x0b\x0c\x1c\x1d\x1e\x1f#" else 0 if b in (0, 13) or b > 127 else b
-    for b in range(256)
+# NUL, CR, '#', ASCII blanks (as str.strip sees them) and non-ASCII bytes become NUL.
+_ODD: Final = bytes(
+    0 if b in b"\0\r# \t\x0b\x0c\x1c\x1d\x1e\x1f" or b > 127 else b for b in range(256)
 )
 
 
 def _copyable(wire: bytes) -> bool:
-    """Whether the received lines read back as the request's attributes, as they are.
+    """Whether the received lines can be copied as they are: none of the bytes that could
+    make a line read back otherwise (a name read as a comment, perhaps a forged ``# expect:``,
+    or with outer blanks of any kind, which the reader refuses; a CR or NUL).
 
-    Not with a NUL or a CR anywhere, nor when a name would read as a comment
-    (perhaps a forged ``# expect:``) or has outer blanks of any kind (a
-    vertical tab, a no-break space): `_lines` leaves those out, and the
-    reader refuses them. One pass of C calls; a false "no" (a value holding
-    " =" or any UTF-8) only costs the slower way of writing the same lines.
+    Two C calls. A false "no" (a value holding a blank, a '#' or UTF-8) only costs
+    the slower way of writing the same lines (`_lines`).
     """
-    classes = wire.translate(_CLASSES)
-    return not (b"\0" in classes or b"\n " in classes or b" =" in classes or classes[:1] == b" ")
+    return b"\0" not in wire.translate(_ODD)
 
 
 def _attributes(wire: bytes) -> dict[str, str]:
