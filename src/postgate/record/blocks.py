@@ -136,42 +136,34 @@ class Format:
 
     def __init__(self, decisions: bool = True, redactor: Redactor | None = None) -> None:
         self.decisions, self.redactor = decisions, redactor
-        # The decision lines of each answer and rule, made once: most rules always answer alike.
-        self._decided: dict[tuple[str, str], bytes] = {}
 
     def block(
         self, source: bytes | dict[str, str], answer: str, rule: str, now: float, action: str = ""
     ) -> bytes:
         """One request in the request file format, ending with its blank line.
 
-        ``source`` is the request's received lines, or its attributes when it
-        was not read from a peer; ``action`` (the action as configured) renders
-        the answer again for a redacted request. Raises for a time
-        `format_time` cannot write, or a value no file can hold.
+        ``source`` is the received lines, or the attributes of a request not
+        read from a peer; ``action`` (as configured) renders the answer again
+        for a redacted request. Raises for a time `format_time` cannot write.
         """
-        head = f"# time: {format_time(now)}\n"
         if isinstance(source, bytes) and self.redactor is None and _copyable(source):
-            decided = self._decided.get((answer, rule)) or self._decide(answer, rule)
-            return b"".join((head.encode(), decided, source, b"\n\n"))
+            return self._head(answer, rule, now) + source + b"\n\n"
         attrs = dict(source) if isinstance(source, dict) else _attributes(source)
         expect: str | None = answer
         hidden = self.redactor.apply(attrs) if self.redactor is not None else None
         if hidden:
             expect = _redacted_answer(attrs, hidden, answer, rule, action)
+        body = "".join(_lines(attrs)) + "\n"
+        return self._head(expect, rule, now) + body.encode("utf-8", "surrogateescape")
+
+    def _head(self, expect: str | None, rule: str, now: float) -> bytes:
+        head = f"# time: {format_time(now)}\n"
         if self.decisions:
             head += f"# expect: {expect}\n" if expect is not None else ""
             head += f"# expect-rule: {rule}\n"
-        return (head + "".join(_lines(attrs)) + "\n").encode("utf-8", "surrogateescape")
-
-    def _decide(self, answer: str, rule: str) -> bytes:
-        text = f"# expect: {answer}\n# expect-rule: {rule}\n" if self.decisions else ""
-        if len(self._decided) >= _DECIDED_KEPT:  # answers quoting request values vary
-            self._decided.clear()
-        decided = self._decided[answer, rule] = text.encode("utf-8", "surrogateescape")
-        return decided
+        return head.encode("utf-8", "surrogateescape")
 
 
-_DECIDED_KEPT: Final = 4096
 # NUL, CR, '#', ASCII blanks (as str.strip sees them) and non-ASCII bytes become NUL.
 _ODD: Final = bytes(
     0 if b in b"\0\r# \t\x0b\x0c\x1c\x1d\x1e\x1f" or b > 127 else b for b in range(256)

@@ -1,22 +1,17 @@
-"""The recording's writer process: makes the daemon's records into blocks, appends them.
+"""The recording's writer process: makes the daemon's records into blocks and appends them.
 
-A process, not a thread, so that its work never holds the interpreter lock
-the answers need; it runs in the idle scheduling class (`background`), on
-CPU time the daemon leaves. The daemon only queues what it received and
-how it answered; the blocks, their redaction and the file are made here. A
-slow disk fills the pipe to it, and the daemon drops and counts rather
-than wait.
+A process, in the idle scheduling class (`background`): its work never holds
+the interpreter lock the answers need, nor preempts the daemon. A slow disk
+fills the pipe to it, and the daemon drops and counts rather than wait.
 
-Input on stdin: frames, each a 4-byte little-endian length and a `marshal`
-dump (the daemon runs the same interpreter) of a list whose items are, in
-order, records ``(request, answer, rule, time[, action])`` for
-`Format.block` and orders: ``{"path": P, "max_bytes": N, "keep": K,
-"decisions": D, "key": KEY}`` (write to P, so formatted, from here on; the
-first item) and ``{"close": True}`` (fsync and close the file: recording
-switched off). Output on stdout: one JSON object per line, events for the
-daemon to log and the totals ``written`` and ``lost``. At end of input (the
-daemon stopped or died) what is whole is written, the file is fsynced and
-closed, and the process exits.
+Input: frames (`frame`: a 4-byte little-endian length, then a `marshal` dump;
+the daemon runs this interpreter) of lists of records ``(request, answer,
+rule, time[, action])`` for `Format.block` and, in their place, orders:
+``{"path", "max_bytes", "keep", "decisions", "key"}`` (write there, so, from
+here on; the first item) or ``{"close": True}`` (fsync and close: switched
+off). Output: JSON lines, events for the daemon to log and the totals
+``written`` and ``lost``. At end of input (the daemon stopped or died) the
+file is fsynced and closed.
 
 Crash safety: every write(2) carries whole blocks. A SIGKILL can still cut
 one in the kernel's copy loop; `postgate.wire.policy_files` drops such a
