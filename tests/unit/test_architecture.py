@@ -406,10 +406,7 @@ class TestTheChecks:
             "rules/engine.py:1: rules may not import Twisted (twisted.internet)",
             "config/problems.py:1: config.problems may use the stdlib only, not structlog",
             "state.py:3: state may not import Twisted (twisted)",
-            (
-                "record/pipe.py:2: record may not import rules"
-                "; it may import wire, replies, config"
-            ),
+            ("record/pipe.py:2: record may not import rules; it may import wire, replies, config"),
         ] == forbidden(imports, TABLE)
 
     @pytest.mark.parametrize("module", ["newpart", "newpart.inner"])
