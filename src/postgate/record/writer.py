@@ -4,7 +4,7 @@ A process, in the idle scheduling class (`background`): its work never holds
 the interpreter lock the answers need, nor preempts the daemon. A slow disk
 fills the pipe to it, and the daemon drops and counts rather than wait.
 
-Input: frames (`frame`: a 4-byte little-endian length, then a `marshal` dump;
+Input: frames (`frame`: an 8-byte little-endian length, then a `marshal` dump;
 the daemon runs this interpreter) of lists of records ``(request, answer,
 rule, time[, action])`` for `Format.block` and, in their place, orders:
 ``{"path", "max_bytes", "keep", "decisions", "key"}`` (write there, so, from
@@ -49,7 +49,7 @@ HELD_SIGNALS: Final = frozenset(
 def frame(items: list[Any]) -> bytes:
     """What the daemon sends: ``items`` as one frame of the input."""
     data = marshal.dumps(items)
-    return len(data).to_bytes(4, "little") + data
+    return len(data).to_bytes(8, "little") + data  # a flush may send 4 GiB
 
 
 class Writer:
@@ -87,11 +87,11 @@ class Writer:
     def consume(self) -> None:
         """Obey the whole frames received, in order: blocks to write, orders between them."""
         data, start, blocks = self.pending, 0, list[bytes]()
-        while len(data) >= start + 4:
-            end = start + 4 + int.from_bytes(data[start : start + 4], "little")
+        while len(data) >= start + 8:
+            end = start + 8 + int.from_bytes(data[start : start + 8], "little")
             if end > len(data):
                 break
-            for item in marshal.loads(data[start + 4 : end]):  # noqa: S302 - from our daemon
+            for item in marshal.loads(data[start + 8 : end]):  # noqa: S302 - from our daemon
                 if isinstance(item, dict):
                     self.blocks(blocks)  # what came before goes where it was meant to
                     blocks = []
