@@ -180,7 +180,7 @@ def dropped_in(log: Path) -> int:
     total = 0
     for line in log.read_bytes().splitlines():
         if b'"record_dropped"' in line:
-            total = int(json.loads(line).get("dropped", 0))
+            total = int(json.loads(line).get("total", 0))
     return total
 
 

@@ -55,7 +55,7 @@ def block(
 ) -> str:
     """`Format.block` as text."""
     shape = Format(decisions, redactor)
-    data = shape.block(shape.source(req), answer, rule, now, action)
+    data = shape.block(req.wire or req.raw, answer, rule, now, action.line if action else "")
     return data.decode("utf-8", "surrogateescape")
 
 

@@ -1,4 +1,4 @@
-"""The one block formatter: the time line, copied lines, and records the recorder keeps apart."""
+"""The one block formatter (the writer's): the time line, copied lines, odd records."""
 
 # House style puts the expected value first (`expected == actual`), which SIM300
 # calls a Yoda condition whenever the expectation is a literal.
@@ -33,7 +33,7 @@ def block(
     req: PolicyRequest, answer: str, rule: str, now: float, *, decisions: bool = True
 ) -> bytes:
     shape = Format(decisions)
-    return shape.block(shape.source(req), answer, rule, now, None)
+    return shape.block(req.wire or req.raw, answer, rule, now)
 
 
 def time_line(data: bytes) -> str:
@@ -77,6 +77,16 @@ class TestCopiedLines:
             answer = f"REJECT <bob{n}@example.com> no"
             head = f"# time: {format_time(NOW)}\n# expect: {answer}\n# expect-rule: R{n % 3}\n"
             assert head.encode() + req.wire + b"\n\n" == block(req, answer, f"R{n % 3}", NOW)
+
+    @pytest.mark.parametrize(
+        "value", ["mail example", "#1", "a\tb", "caf\u00e9", "x =y", "\u00a0nbsp", "h\udcffst"]
+    )
+    def test_values_the_quick_check_refuses_are_written_as_received(self, value: str) -> None:
+        """A value holding a blank, a '#' or non-ASCII bytes is written line by line:
+        the same bytes as the received lines."""
+        req = received(3, helo_name=value, ccert_subject=value)
+        head = f"# time: {format_time(NOW)}\n# expect: OK\n# expect-rule: R\n".encode()
+        assert head + req.wire + b"\n\n" == block(req, "OK", "R", NOW)
 
     def test_copied_and_formatted_blocks_replay_alike(self) -> None:
         """The same request, copied or written line by line: the same case."""
@@ -135,7 +145,7 @@ class TestRecorderQueue:
 
     @on_reactor
     async def test_time_that_cannot_be_written_costs_a_counted_drop(self, tmp_path: Path) -> None:
-        """A NaN clock does not raise into the answer path; the push drops and logs it."""
+        """A NaN clock does not raise into the answer path; the writer drops and logs it."""
         path = tmp_path / "r.policy"
         made = recorder(path)
         with capture_logs() as logs:

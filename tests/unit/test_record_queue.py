@@ -1,10 +1,10 @@
 """Whole pushes of records: every record in its place, whatever the batch holds.
 
-`Recorder.add` queues a record; a push turns the queue into blocks with
-the one formatter (`Format.block`), commands, reloads and switches in
-their places. Either way the file must hold exactly what `Format.block`
-gives for each record, in order. Records added with no await between them
-are one reactor turn, so one push.
+`Recorder.add` queues a record; a push sends the queue to the writer as
+one frame, orders (reloads, switches) in their places, and the writer makes
+the blocks with the one formatter (`Format.block`). Either way the file
+must hold exactly what `Format.block` gives for each record, in order.
+Records added with no await between them are one reactor turn, so one push.
 """
 
 # House style puts the expected value first (`expected == actual`), which SIM300
@@ -54,9 +54,7 @@ def expected(
 ) -> bytes:
     """What the file must hold: `Format.block` of each record, in order."""
     shape = Format(decisions, redactor)
-    blocks = [
-        shape.block(shape.source(req), ans, rule, now, None) for req, ans, rule, now in records
-    ]
+    blocks = [shape.block(req.wire or req.raw, ans, rule, now) for req, ans, rule, now in records]
     return HEADER + b"".join(blocks)
 
 

@@ -12,29 +12,46 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from postgate.record.blocks import Format
-from postgate.record.writer import FAILURE_LOG_PERIOD, Writer, trim_cut_tail
+from postgate.record.writer import FAILURE_LOG_PERIOD, Writer, frame, trim_cut_tail
 from postgate.wire.policy_files import RECORDING_HEADER, read_policy_file
-from tests.unit.support.records import NOW, ports, request
+from tests.unit.support.records import NOW, ports, received
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 HEADER = RECORDING_HEADER.encode()
 
 
 def opening(path: Path, max_bytes: int = 0, keep: int = 0) -> bytes:
-    """The first line the daemon sends (`postgate.record.recorder`): the file to write."""
-    return json.dumps({"path": str(path), "max_bytes": max_bytes, "keep": keep}).encode() + b"\n"
+    """The first order the daemon sends (`postgate.record.recorder`): the file to write."""
+    order = {"path": str(path), "max_bytes": max_bytes, "keep": keep, "decisions": True}
+    return frame([{**order, "key": None}])
+
+
+def record(n: int, **extra: str) -> tuple[bytes, str, str, float]:
+    """A record as the daemon queues it: the received lines, answer, rule, time."""
+    return (received(n, **extra).wire, "DUNNO", "R", NOW)
+
+
+def sent(n: int, **extra: str) -> bytes:
+    """One record as the daemon sends it: a frame of its own."""
+    return frame([record(n, **extra)])
+
+
+def sends(numbers: range | list[int]) -> bytes:
+    """Records sent in one frame."""
+    return frame([record(n) for n in numbers])
 
 
 def block(n: int, **extra: str) -> bytes:
-    return Format().block(request(n, **extra), "DUNNO", "R", NOW, None)
+    """The block the file gets for record ``n``."""
+    return Format().block(*record(n, **extra))
 
 
 def blocks(numbers: range | list[int]) -> bytes:
@@ -99,11 +116,11 @@ class TestBlocks:
         """Half a block waits in memory; the file gets it when its blank line arrives."""
         path = tmp_path / "r.policy"
         one, two, three = block(1), block(2), block(3)
-        feed(writer, opening(path) + one + two[:50])
+        feed(writer, opening(path) + sent(1) + sent(2)[:50])
         first = path.read_bytes()
-        feed(writer, two[50:] + three[:-1])
+        feed(writer, sent(2)[50:] + sent(3)[:-1])
         second = path.read_bytes()
-        feed(writer, three[-1:])
+        feed(writer, sent(3)[-1:])
         assert (HEADER + one, HEADER + one + two, HEADER + one + two + three) == (
             first,
             second,
@@ -115,7 +132,7 @@ class TestBlocks:
     ) -> None:
         """Fed one byte at a time, the file only ever holds the header and whole blocks."""
         path = tmp_path / "r.policy"
-        stream = opening(path) + blocks(range(3))
+        stream = opening(path) + sent(0) + sent(1) + sent(2)
         seen = []
         for index in range(len(stream)):
             feed(writer, stream[index : index + 1])
@@ -132,7 +149,7 @@ class TestBlocks:
         head = opening(path)
         feed(writer, head[:10])
         named = writer.target
-        feed(writer, head[10:] + block(1))
+        feed(writer, head[10:] + sent(1))
         assert (None, HEADER + block(1)) == (named, path.read_bytes())
 
 
@@ -142,9 +159,9 @@ class TestLines:
     ) -> None:
         """Switched off: the file is closed; switched on, it appends, no new header."""
         path = tmp_path / "r.policy"
-        feed(writer, opening(path) + block(1) + b'{"close": true}\n')
+        feed(writer, opening(path) + sent(1) + frame([{"close": True}]))
         closed = writer.fd is None
-        feed(writer, block(2))
+        feed(writer, sent(2))
         assert (True, False, HEADER + blocks([1, 2])) == (
             closed,
             writer.fd is None,
@@ -155,9 +172,9 @@ class TestLines:
         """A reload's line in the middle of a read: blocks before it stay in the old file."""
         one, two = tmp_path / "one.policy", tmp_path / "two.policy"
         half = len(opening(two)) // 2
-        feed(writer, opening(one) + blocks([1, 2]) + opening(two)[:half])
+        feed(writer, opening(one) + sends([1, 2]) + opening(two)[:half])
         before = (ports(one), two.exists())
-        feed(writer, opening(two)[half:] + block(3) + opening(one) + block(4))
+        feed(writer, opening(two)[half:] + sent(3) + opening(one) + sent(4))
         assert (([1, 2], False), [1, 2, 4], [3]) == (before, ports(one), ports(two))
 
 
@@ -167,9 +184,9 @@ class TestEndOfInput:
     ) -> None:
         """Nothing is reported while all goes well; at the end, what was written and lost."""
         path = tmp_path / "r.policy"
-        feed(writer, opening(path) + blocks([1, 2]))
+        feed(writer, opening(path) + sends([1, 2]))
         quiet = status.reports()
-        feed(writer, block(3))
+        feed(writer, sent(3))
         writer.finish()
         assert ([], [{"written": 3, "lost": 0}]) == (quiet, status.reports())
 
@@ -179,9 +196,9 @@ class TestEndOfInput:
         """Switched off, then on: the next writer appends after the last block, no new header."""
         path = tmp_path / "r.policy"
         first, second = Writer(status.write_end), Writer(status.write_end)
-        feed(first, opening(path) + block(1))
+        feed(first, opening(path) + sent(1))
         first.finish()
-        feed(second, opening(path) + block(2))
+        feed(second, opening(path) + sent(2))
         second.finish()
         assert (None, HEADER + blocks([1, 2])) == (first.fd, path.read_bytes())
 
@@ -189,7 +206,7 @@ class TestEndOfInput:
         self, writer: Writer, status: StatusPipe
     ) -> None:
         """Input that ends before the first line is whole: no file, nothing lost."""
-        feed(writer, b'{"path": ')
+        feed(writer, opening(Path("r.policy"))[:10])
         writer.finish()
         assert (None, [{"written": 0, "lost": 0}]) == (writer.fd, status.reports())
 
@@ -202,7 +219,7 @@ class TestRotation:
         path = tmp_path / "r.policy"
         feed(writer, opening(path, max_bytes=1000, keep=2))
         for n in range(30):
-            feed(writer, block(n))
+            feed(writer, sent(n))
         files = rotated(path, keep=3)
         kept = [port for file in files for port in ports(file)]
         assert 3 == len(files)
@@ -217,7 +234,7 @@ class TestRotation:
     ) -> None:
         """A batch larger than a file rotates mid-batch, never inside a block."""
         path = tmp_path / "r.policy"
-        feed(writer, opening(path, max_bytes=1000, keep=5) + blocks(range(12)))
+        feed(writer, opening(path, max_bytes=1000, keep=5) + sends(range(12)))
         writer.finish()
         files = rotated(path, keep=5)
         assert list(range(12)) == [port for file in files for port in ports(file)]
@@ -233,7 +250,9 @@ class TestRotation:
         """A block that fits no file is not split or lost: it starts a file of its own."""
         path = tmp_path / "r.policy"
         big = block(2, helo_name="x" * 1500)
-        feed(writer, opening(path, max_bytes=1000, keep=3) + block(1) + big)
+        feed(
+            writer, opening(path, max_bytes=1000, keep=3) + sent(1) + sent(2, helo_name="x" * 1500)
+        )
         assert [HEADER + block(1), HEADER + big] == [
             file.read_bytes() for file in rotated(path, keep=3)
         ]
@@ -243,8 +262,8 @@ class TestRotation:
     ) -> None:
         """The oversized block is alone in its file: the blocks after it go to the next one."""
         path = tmp_path / "r.policy"
-        big = block(2, helo_name="x" * 1500)
-        feed(writer, opening(path, max_bytes=1000, keep=5) + block(1) + big + blocks(range(3, 9)))
+        big = sent(2, helo_name="x" * 1500)
+        feed(writer, opening(path, max_bytes=1000, keep=5) + sent(1) + big + sends(range(3, 9)))
         files = rotated(path, keep=5)
         assert [2] == ports(files[1])
         assert all(file.stat().st_size <= 1000 for file in files if file != files[1])
@@ -255,7 +274,7 @@ class TestRotation:
         path = tmp_path / "r.policy"
         feed(writer, opening(path, max_bytes=1000, keep=0))
         for n in range(10):
-            feed(writer, block(n))
+            feed(writer, sent(n))
         kept = ports(path)
         assert ([path], list(range(10 - len(kept), 10))) == (list(tmp_path.iterdir()), kept)
         assert 0 < len(kept) < 10
@@ -267,7 +286,7 @@ class TestFinish:
     ) -> None:
         """A block the daemon's death cut short is not written; the last status has the totals."""
         path = tmp_path / "r.policy"
-        feed(writer, opening(path) + blocks([1, 2]) + block(3)[:-20])
+        feed(writer, opening(path) + sends([1, 2]) + sent(3)[:-20])
         writer.finish()
         assert (HEADER + blocks([1, 2]), None) == (path.read_bytes(), writer.fd)
         assert path.read_bytes().endswith(b"\n\n")
@@ -280,7 +299,7 @@ class TestFinish:
         path = tmp_path / "r.policy"
         source, sink = os.pipe()
         try:
-            os.write(sink, opening(path) + blocks(range(3)) + block(3)[:10])
+            os.write(sink, opening(path) + sends(range(3)) + sent(3)[:10])
             os.close(sink)
             writer.run(source)
         finally:
@@ -296,9 +315,9 @@ class TestWriteFailures:
         plain = tmp_path / "plain"
         plain.write_text("not a directory")
         bad = plain / "r.policy"
-        feed(writer, opening(bad) + blocks([1, 2]))
-        feed(writer, block(3))
-        feed(writer, block(4))
+        feed(writer, opening(bad) + sends([1, 2]))
+        feed(writer, sent(3))
+        feed(writer, sent(4))
         writer.finish()
         reports = status.reports()
         failures = [r["path"] for r in reports if r.get("event") == "record_write_failed"]
@@ -310,10 +329,9 @@ class TestWriteFailures:
         """Still failing a period later: logged again, the totals counting the failed batch."""
         plain = tmp_path / "plain"
         plain.write_text("not a directory")
-        feed(writer, opening(plain / "r.policy") + block(1))
-        assert writer.failed_at is not None
-        writer.failed_at -= FAILURE_LOG_PERIOD
-        feed(writer, block(2))
+        feed(writer, opening(plain / "r.policy") + sent(1))
+        writer.failed_at["record_write_failed"] -= FAILURE_LOG_PERIOD
+        feed(writer, sent(2))
         events = [(e["event"], e["lost"]) for e in status.events()]
         assert [("record_write_failed", 1), ("record_write_failed", 2)] == events
 
@@ -366,7 +384,7 @@ class TestTrimCutTail:
         """The daemon hears how much was cut; new blocks follow the last whole one."""
         path = tmp_path / "r.policy"
         path.write_bytes(HEADER + block(1) + block(2)[:-40])
-        feed(writer, opening(path) + block(3))
+        feed(writer, opening(path) + sent(3))
         expected = {
             "event": "record_repaired",
             "path": str(path),
@@ -383,7 +401,7 @@ class TestTrimCutTail:
         path = tmp_path / "r.policy"
         cut = HEADER + block(1) + b"padding=" + b"x" * (256 * 1024)
         path.write_bytes(cut)
-        feed(writer, opening(path) + block(3))
+        feed(writer, opening(path) + sent(3))
         events = [(e["event"], e["path"]) for e in status.events()]
         assert ([("record_unrepairable", str(path))], cut, HEADER + block(3)) == (
             events,
@@ -418,7 +436,7 @@ class TestProcess:
         os.close(write_end)
         try:
             assert process.stdin is not None
-            process.stdin.write(opening(path) + blocks(range(5)))
+            process.stdin.write(opening(path) + sends(range(5)))
             process.stdin.close()
             deadline = time.monotonic() + 10
             returncode = process.wait(timeout=10)

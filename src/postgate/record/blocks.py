@@ -17,11 +17,10 @@ import hmac
 import math
 import os
 import secrets
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from postgate.replies.parsing import parse_action
 from postgate.replies.templates import ELLIPSIS, sanitise
-from postgate.rules.attributes import POSTFIX
 from postgate.wire.codec import EncodeError, PolicyRequest, request_line
 
 if TYPE_CHECKING:
@@ -132,86 +131,74 @@ def _create_key(path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True, slots=True)
 class Format:
-    """How blocks are made under one configuration: the one block formatter."""
+    """How the writer makes blocks under one configuration: the one block formatter."""
 
-    decisions: bool = True  # write '# expect:' / '# expect-rule:'
-    redactor: Redactor | None = None
-    # The decision lines of each answer and rule, made once: most rules always answer alike.
-    _decided: dict[tuple[str, str], bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    def source(self, request: PolicyRequest) -> bytes | PolicyRequest:
-        """What a block is made from: the received lines when they read back as
-        these attributes (so the request is freed now, while in the cache), else
-        the request, written line by line."""
-        return request.wire if self.redactor is None and _copyable(request) else request
+    def __init__(self, decisions: bool = True, redactor: Redactor | None = None) -> None:
+        self.decisions, self.redactor = decisions, redactor
 
     def block(
-        self,
-        source: bytes | PolicyRequest,
-        answer: str,
-        rule: str,
-        now: float,
-        action: Action | None,
+        self, source: bytes | dict[str, str], answer: str, rule: str, now: float, action: str = ""
     ) -> bytes:
         """One request in the request file format, ending with its blank line.
 
-        ``source`` is what `source` gave; ``action`` renders the answer again
+        ``source`` is the received lines, or the attributes of a request not
+        read from a peer; ``action`` (as configured) renders the answer again
         for a redacted request. Raises for a time `format_time` cannot write.
         """
-        head = f"# time: {format_time(now)}\n"
-        if isinstance(source, bytes):
-            decided = self._decided.get((answer, rule))
-            if decided is None:
-                decided = self._decide(answer, rule)
-            return b"".join((head.encode(), decided, source, b"\n\n"))
-        attrs = source.as_dict()
+        if isinstance(source, bytes) and self.redactor is None and _copyable(source):
+            return self._head(answer, rule, now) + source + b"\n\n"
+        attrs = dict(source) if isinstance(source, dict) else _attributes(source)
         expect: str | None = answer
         hidden = self.redactor.apply(attrs) if self.redactor is not None else None
         if hidden:
             expect = _redacted_answer(attrs, hidden, answer, rule, action)
+        body = "".join(_lines(attrs)) + "\n"
+        return self._head(expect, rule, now) + body.encode("utf-8", "surrogateescape")
+
+    def _head(self, expect: str | None, rule: str, now: float) -> bytes:
+        head = f"# time: {format_time(now)}\n"
         if self.decisions:
             head += f"# expect: {expect}\n" if expect is not None else ""
             head += f"# expect-rule: {rule}\n"
-        return (head + "".join(_lines(attrs)) + "\n").encode("utf-8", "surrogateescape")
-
-    def _decide(self, answer: str, rule: str) -> bytes:
-        text = f"# expect: {answer}\n# expect-rule: {rule}\n" if self.decisions else ""
-        if len(self._decided) >= _DECIDED_KEPT:  # answers quoting request values vary
-            self._decided.clear()
-        decided = self._decided[answer, rule] = text.encode("utf-8", "surrogateescape")
-        return decided
+        return head.encode("utf-8", "surrogateescape")
 
 
-_DECIDED_KEPT: Final = 4096
+# NUL, CR, '#', ASCII blanks (as str.strip sees them) and non-ASCII bytes become NUL.
+_ODD: Final = bytes(
+    0 if b in b"\0\r# \t\x0b\x0c\x1c\x1d\x1e\x1f" or b > 127 else b for b in range(256)
+)
 
 
-def _copyable(request: PolicyRequest) -> bool:
-    """Whether the received lines read back as exactly these attributes.
+def _copyable(wire: bytes) -> bool:
+    """Whether the received lines can be copied as they are: none of the bytes that could
+    make a line read back otherwise (a name read as a comment, perhaps a forged ``# expect:``,
+    or with outer blanks of any kind, which the reader refuses; a CR or NUL).
 
-    Not with a NUL or a CR anywhere, nor when a name would read as a comment
-    (perhaps a forged ``# expect:``) or has outer blanks of any kind (a
-    vertical tab, a no-break space): `_lines` leaves those out, and the
-    reader refuses them. Postfix's own names are checked as one set.
+    Two C calls. A false "no" (a value holding a blank, a '#' or UTF-8) only costs
+    the slower way of writing the same lines (`_lines`).
     """
-    wire = request.wire
-    if not wire or 0 in wire or 13 in wire:  # an int is one memchr
-        return False
-    return _POSTFIX_NAMES.issuperset(request.raw) or all(map(_replayable, request.raw))
+    return b"\0" not in wire.translate(_ODD)
 
 
-_POSTFIX_NAMES: Final = frozenset(POSTFIX)
+def _attributes(wire: bytes) -> dict[str, str]:
+    """The attributes as the decoder read them from these lines (the last repeat wins)."""
+    return dict(line.split("=", 1) for line in wire.decode("utf-8", "surrogateescape").split("\n"))
 
 
 def _redacted_answer(
-    attrs: dict[str, str], hidden: list[str], answer: str, rule: str, action: Action | None
+    attrs: dict[str, str], hidden: list[str], answer: str, rule: str, action: str
 ) -> str | None:
     """The answer replay gives the redacted request; None when it cannot be known safely."""
-    if action is not None:
-        return action.render(PolicyRequest(attrs), rule)
+    if action:
+        return _action(action).render(PolicyRequest(attrs), rule)
     shown = [value for value in hidden if value in answer or _sanitised(value) in answer]
     return None if shown else answer
+
+
+@functools.lru_cache(maxsize=256)
+def _action(line: str) -> Action:
+    return parse_action(line).action
 
 
 def _sanitised(value: str) -> str:

@@ -1,18 +1,14 @@
-"""Record the requests the daemon answers as a replayable request file.
+"""Record the requests the daemon answers: the daemon's side, cheap on the answer path.
 
-The answer path appends a tuple to a list (`Recorder.add`), nothing more:
-the received lines when they can be copied (`Format.source`), so the request
-is freed while it is in the cache.
-Every `PUSH_DELAY` (a timer and a write cost the same for one record as for
-a hundred) the list becomes blocks (`Format.block`) and goes down a pipe
-to a writer process (`postgate.record.writer`), which appends, rotates and
-fsyncs. The recorder is the push producer of that pipe: while it is full
-(a slow disk, a writer short of CPU) pushes stop, requests wait here up to
-``max_pending_bytes``, then are dropped and counted. An answer never waits
-for the disk, and no push makes more than `PUSH_BYTES` of blocks, so a
-backlog drains in short reactor turns. Switching off and a reload that
-moves the file are lines of JSON in the stream, in their place among the
-blocks; stop ends the writer (`flush`), and one writer runs at a time.
+`Recorder.add` appends a tuple to a list: the received lines as they came,
+the answer, the rule, the time. Every `PUSH_DELAY` (a timer and a write
+cost the same for one record as for a hundred) the list goes down a pipe as
+one frame to a writer process (`postgate.record.writer`), which makes the
+blocks, redacts, appends, rotates and fsyncs. The recorder is the push
+producer of that pipe: while it is full (a slow disk, a writer short of
+CPU) requests wait here up to ``max_pending_bytes``, then are dropped and
+counted; an answer never waits for the disk. Switching off and reloads are
+orders among the records, in their place.
 """
 
 from __future__ import annotations
@@ -33,8 +29,8 @@ from twisted.internet.interfaces import IPushProducer, IReactorProcess, IReactor
 from twisted.internet.protocol import ProcessProtocol
 from zope.interface import implementer
 
-from postgate.record.blocks import Format, KeyFileError, Redactor, key_path, load_key
-from postgate.record.writer import HELD_SIGNALS
+from postgate.record.blocks import KeyFileError, key_path, load_key
+from postgate.record.writer import HELD_SIGNALS, frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,17 +43,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("postgate")
 
-PUSH_DELAY: Final = 0.005
-PUSH_BYTES: Final = 256 * 1024  # requests made into blocks per push at most
+PUSH_DELAY: Final = 0.005  # 2 ms measured alike; 20 ms cost the daemon twice as much
+PUSH_BYTES: Final = 256 * 1024  # a push sends at most this much: a backlog drains in short turns
 PIPE_BYTES: Final = 1 << 20  # room for a writer's start and its 10 ms batches
 RESTART_DELAYS: Final = (1.0, 300.0)  # a writer that dies is restarted after 1 s, 2 s ... 5 min
-LOG_PERIOD: Final = 60.0  # drops and failed records are logged at most this often
+LOG_PERIOD: Final = 60.0  # drops are logged at most this often
 STDERR_KEPT: Final = 2000  # bytes of a writer's stderr kept for `record_writer_died`
-_LEVELS: Final = {"record_repaired": "warning", "record_unrepairable": "error"}
-_COUNTS: Final = {"record_dropped": "dropped", "record_failed": "records"}
-# A record as `add` queues it: how to make its block, and what goes in it.
-Record = tuple[Format, "bytes | PolicyRequest", str, str, float, "Action | None"]
-CLOSE: Final = b'{"close": true}\n'  # for the writer: fsync and close the file
+_LEVELS: Final = {"record_repaired": "warning", "record_failed": "warning"}
+CLOSE: Final = {"close": True}  # for the writer: fsync and close the file
 
 
 @implementer(IPushProducer)
@@ -71,27 +64,23 @@ class Recorder(ProcessProtocol):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reactor, self._timers, self._clock = reactor, IReactorTime(reactor), clock
-        self._queue: list[Record | bytes] = []  # records, and lines for the writer
+        self._queue: list[Any] = []  # record tuples, and orders (dicts) for the writer
         self._queued = 0  # request bytes in the queue, bounded by max_pending_bytes
         self._timer: Any = None
-        self._paused = self._closing = False
-        self._taking = False  # a writer runs and takes records; not when it is ending
-        self._asked = False  # the running writer was asked to end
+        self._paused = self._closing = self._taking = self._asked = False  # taking: not ending
         self._handed = self._confirmed = self._wrote = 0  # sent; written or lost; written
         self._out = self._err = b""
         self._exits: list[defer.Deferred[None]] = []
-        self._failures = 0  # writers that died in a row
-        self._restart_at = 0.0
-        self._full = self._failed = self._lost = self.written = 0
-        self._logged = dict.fromkeys(_COUNTS, (0, -LOG_PERIOD))
-        self._settings = settings
-        self._format = self._load(settings)
+        self._failures, self._restart_at = 0, 0.0  # writers that died in a row; next start
+        self._full = self._lost = self.written = 0
+        self._logged = (0, -LOG_PERIOD)  # drops last logged, and when
+        self._settings, self._order = settings, self._load(settings)
         self.enabled = self._on(settings.enabled)
 
     @property
     def dropped(self) -> int:
         """Records never written: refused, unformattable, or lost with a writer or a disk."""
-        return self._full + self._failed + self._lost
+        return self._full + self._lost
 
     @property
     def writer_pid(self) -> int | None:
@@ -109,14 +98,16 @@ class Recorder(ProcessProtocol):
         """Queue one record; never waits for the disk (drops and counts instead)."""
         if not self.enabled:
             return
-        size = len(request.wire) or _weight(request)
+        size = len(request.wire) or _weight(request.raw)
         if self._queued + size > self._settings.max_pending_bytes:
             self._full += 1  # a push logs it, even while the pipe is full
         else:
             self._queued += size
-            shape = self._format
-            assert shape is not None  # enabled
-            self._queue.append((shape, shape.source(request), answer, rule, now, action))
+            source = request.wire or request.raw  # not read from a peer: its attributes
+            if self._redacting:  # the action renders the redacted request's answer
+                self._queue.append((source, answer, rule, now, action.line if action else ""))
+            else:
+                self._queue.append((source, answer, rule, now))
         if self._timer is None:
             self._timer = self._timers.callLater(PUSH_DELAY, self._push)
 
@@ -131,35 +122,38 @@ class Recorder(ProcessProtocol):
 
     def reconfigure(self, settings: RecordSettings) -> None:
         """Use new settings for records added from now on (a reload)."""
-        if self.transport is None and self._queue:  # the next writer starts on the new file:
-            self._queue.insert(0, _named(self._settings))  # what is queued goes to the old one
-        self._settings, self._format = settings, self._load(settings)
+        if self.transport is None and self._queue and self._order is not None:
+            self._queue.insert(0, self._order)  # the next writer starts on the new file
+        self._settings, self._order = settings, self._load(settings)
         self.enabled = self._on(settings.enabled)
-        self._command(_named(settings) if self.enabled else CLOSE)  # after what is queued
+        self._command(self._order if self.enabled and self._order else CLOSE)
 
-    def _command(self, line: bytes) -> None:
+    def _command(self, order: dict[str, Any]) -> None:
         if self.transport is not None or self._queue:  # else the next writer starts afresh
-            self._queue.append(line)
+            self._queue.append(order)
             self._schedule(0.0)
 
     def _on(self, wanted: bool) -> bool:
-        return wanted and self._format is not None and not self._closing
+        return wanted and self._order is not None and not self._closing
 
-    def _load(self, settings: RecordSettings) -> Format | None:
-        """How blocks are made under ``settings``; None (logged) if recording must not start."""
-        if settings.path is None or not settings.redact:
-            return None if settings.path is None else Format(settings.decisions)
-        try:
-            key = load_key(key_path(settings.path))
-        except (OSError, KeyFileError) as exc:
-            log.error("record_key_failed", path=str(settings.path), error=str(exc))  # noqa: TRY400
-            return None
-        return Format(settings.decisions, Redactor(key))
+    def _load(self, settings: RecordSettings) -> dict[str, Any] | None:
+        """The writer's order for ``settings``; None (logged) if recording must not start."""
+        key, self._redacting = None, False
+        if settings.path is not None and settings.redact:
+            try:
+                key = load_key(key_path(settings.path))
+            except (OSError, KeyFileError) as exc:
+                log.error("record_key_failed", path=str(settings.path), error=str(exc))  # noqa: TRY400
+                return None
+            self._redacting = True
+        fields = ("max_bytes", "keep", "decisions")
+        named = {"path": str(settings.path), "key": key} | {f: getattr(settings, f) for f in fields}
+        return named if settings.path is not None else None
 
     def _push(self) -> None:
         """Hand up to `PUSH_BYTES` of the queue to the writer, unless its pipe is full."""
         self._timer = None
-        self._log("record_dropped", self.dropped)
+        self._log_drops()
         if not self._queue or self._paused or self._closing:
             return  # resumeProducing pushes again
         if (self._taking or self._start()) and self.transport is not None:
@@ -171,40 +165,24 @@ class Recorder(ProcessProtocol):
         if self._timer is None:
             self._timer = self._timers.callLater(delay, self._push)
 
-    def _take(self, limit: float) -> list[Record | bytes]:
+    def _take(self, limit: float) -> list[Any]:
         """The queue's first items, up to ``limit`` request bytes (one record at least)."""
-        queue = self._queue
+        queue, taken, count = self._queue, 0, 0
         if self._queued <= limit:
             self._queue, self._queued = [], 0
             return queue
-        taken = count = 0
         while taken < limit:
-            item = queue[count]
-            taken += 0 if isinstance(item, bytes) else _weight(item[1])
+            taken += 0 if isinstance(queue[count], dict) else _weight(queue[count][0])
             count += 1
         self._queued -= taken
         batch = queue[:count]
         del queue[:count]
         return batch
 
-    def _write(self, batch: list[Record | bytes]) -> None:
-        """The batch's blocks down the pipe; a record that makes none is counted, logged."""
-        blocks: list[bytes] = []
-        lines = 0
-        for item in batch:
-            if isinstance(item, bytes):
-                blocks.append(item)
-                lines += 1
-                continue
-            shape, request, answer, rule, now, action = item
-            try:
-                blocks.append(shape.block(request, answer, rule, now, action))
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the rest
-                self._failed += 1
-                self._log("record_failed", self._failed, error=repr(exc))
-        if blocks and self.transport is not None:
-            self.transport.write(b"".join(blocks))
-            self._handed += len(blocks) - lines
+    def _write(self, batch: list[Any]) -> None:
+        if batch and self.transport is not None:
+            self.transport.write(frame(batch))
+            self._handed += _records(batch)
 
     def _start(self) -> bool:
         """A writer for today's file, unless one is ending or restarts back off."""
@@ -230,7 +208,7 @@ class Recorder(ProcessProtocol):
             fcntl.fcntl(stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         stdin.bufferSize = PUSH_BYTES  # paused only when the pipe is full, not at every push
         transport.registerProducer(self, streaming=True)  # type: ignore[attr-defined]
-        transport.write(_named(self._settings))
+        transport.write(frame([self._order]))
         self._taking = True
         return True
 
@@ -280,7 +258,7 @@ class Recorder(ProcessProtocol):
         def closed(_: object) -> None:
             if timer.active():
                 timer.cancel()
-            self._log("record_dropped", self.dropped, force=True)
+            self._log_drops(force=True)
 
         return self.flush().addBoth(closed)
 
@@ -288,9 +266,8 @@ class Recorder(ProcessProtocol):
         """The writer did not finish within ``timeout`` (a dead disk): its records are lost."""
         self._lost += _records(self._take(float("inf")))
         if self.transport is not None:
-            log.error(
-                "record_close_timeout", seconds=timeout, unsent=self._handed - self._confirmed
-            )
+            unsent = self._handed - self._confirmed
+            log.error("record_close_timeout", seconds=timeout, unsent=unsent)
             with contextlib.suppress(ProcessExitedAlready):
                 self.transport.signalProcess("KILL")
 
@@ -301,10 +278,9 @@ class Recorder(ProcessProtocol):
             report = json.loads(line)
             self._wrote = report.pop("written")
             self._confirmed = self._wrote + report.pop("lost")
-            event = report.pop("event", None)
             self._failures = 0  # it runs: a later death starts the back-off again
-            if event is not None:
-                getattr(log, _LEVELS.get(event, "error"))(event, **report)
+            if "event" in report:
+                getattr(log, _LEVELS.get(report["event"], "error"))(**report)
 
     def errReceived(self, data: bytes) -> None:
         # Never passed on: a traceback would land in the JSON log as raw lines.
@@ -335,27 +311,20 @@ class Recorder(ProcessProtocol):
         if self._queue:
             self._schedule(delay)
 
-    def _log(self, event: str, total: int, *, force: bool = False, **fields: Any) -> None:
+    def _log_drops(self, *, force: bool = False) -> None:
         """Log a growing count at most once a period, so a flood cannot flood the log."""
-        reported, at = self._logged[event]
-        now = self._clock()
+        (reported, at), now, total = self._logged, self._clock(), self.dropped
         if total > reported and (force or now - at >= LOG_PERIOD):
-            log.warning(event, total=total, **{_COUNTS[event]: total - reported}, **fields)
-            self._logged[event] = (total, now)
+            log.warning("record_dropped", total=total, dropped=total - reported)
+            self._logged = (total, now)
 
 
-def _named(settings: RecordSettings) -> bytes:
-    """The line that tells the writer which file to write and how it rotates."""
-    named = {"path": str(settings.path), "max_bytes": settings.max_bytes, "keep": settings.keep}
-    return json.dumps(named).encode() + b"\n"
+def _records(items: list[Any]) -> int:
+    return sum(not isinstance(item, dict) for item in items)
 
 
-def _records(items: list[Record | bytes]) -> int:
-    return sum(not isinstance(item, bytes) for item in items)
-
-
-def _weight(source: bytes | PolicyRequest) -> int:
+def _weight(source: bytes | dict[str, str]) -> int:
     """The request's bytes on the wire; for one not read from a peer, about its lines."""
     if isinstance(source, bytes):
         return len(source)
-    return len(source.wire) or sum(len(k) + len(v) + 2 for k, v in source.raw.items())
+    return sum(len(k) + len(v) + 2 for k, v in source.items())

@@ -1,18 +1,17 @@
-"""The recording's writer process: appends the blocks the daemon sends to the file.
+"""The recording's writer process: makes the daemon's records into blocks and appends them.
 
-A process, not a thread, so that its work never holds the interpreter lock
-the answers need; it runs in the idle scheduling class (`background`), on
-CPU time the daemon leaves. A slow disk fills the pipe to it, and the
-daemon drops and counts rather than wait.
+A process, in the idle scheduling class (`background`): its work never holds
+the interpreter lock the answers need, nor preempts the daemon. A slow disk
+fills the pipe to it, and the daemon drops and counts rather than wait.
 
-Input on stdin: request blocks, each starting with ``# time:`` and ending
-with a blank line, and between them lines of JSON: ``{"path": P,
-"max_bytes": N, "keep": K}`` (write to P from here on; the first line),
-``{"close": true}`` (fsync and close the file: recording switched off).
-Output on stdout: one JSON object per line, events for the daemon to log
-and, at exit, the totals ``written`` and ``lost``. At end of input (the
-daemon stopped or died) the whole blocks received are written, the file is
-fsynced and closed, and the process exits.
+Input: frames (`frame`: an 8-byte little-endian length, then a `marshal` dump;
+the daemon runs this interpreter) of lists of records ``(request, answer,
+rule, time[, action])`` for `Format.block` and, in their place, orders:
+``{"path", "max_bytes", "keep", "decisions", "key"}`` (write there, so, from
+here on; the first item) or ``{"close": True}`` (fsync and close: switched
+off). Output: JSON lines, events for the daemon to log and the totals
+``written`` and ``lost``. At end of input (the daemon stopped or died) the
+file is fsynced and closed.
 
 Crash safety: every write(2) carries whole blocks. A SIGKILL can still cut
 one in the kernel's copy loop; `postgate.wire.policy_files` drops such a
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import os
 import signal
 import sys
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from postgate.record.blocks import Format, Redactor
 from postgate.wire.policy_files import RECORDING_HEADER
 
 HEADER: Final = RECORDING_HEADER.encode()
@@ -45,17 +46,25 @@ HELD_SIGNALS: Final = frozenset(
 )
 
 
+def frame(items: list[Any]) -> bytes:
+    """What the daemon sends: ``items`` as one frame of the input."""
+    data = marshal.dumps(items)
+    return len(data).to_bytes(8, "little") + data  # a flush may send 4 GiB
+
+
 class Writer:
-    """Reads the daemon's stream: blocks to append, and lines saying where."""
+    """Reads the daemon's frames: records to append, orders saying where and how."""
 
     def __init__(self, out: int = 1) -> None:
         self.out = out  # where reports go
         self.pending = bytearray()
         self.target: tuple[Path, int, int] | None = None  # path, max_bytes, keep
+        self.shape = Format()
         self.fd: int | None = None
         self.size = 0
         self.written = self.lost = 0
-        self.failed_at: float | None = None
+        self.failures = 0  # records no block could be made of, not yet reported
+        self.failed_at: dict[str, float] = {}
 
     def report(self, **fields: Any) -> None:
         fields.update(written=self.written, lost=self.lost)
@@ -71,39 +80,62 @@ class Writer:
         self.finish()
 
     def finish(self) -> None:
-        """End of input: what is left is a block cut by the daemon's death: dropped."""
+        """End of input: what is left is a frame cut by the daemon's death: never sent whole."""
         self.close()
         self.report()
 
     def consume(self) -> None:
-        """Write the whole blocks received and obey the lines between them, in order."""
-        pending = self.pending
-        while pending:
-            if pending[0] == ord("{"):  # a block starts with '#': this is a line for us
-                end = pending.find(b"\n")
-                if end < 0:
-                    return
-                self.command(json.loads(pending[:end]))
-                del pending[: end + 1]
-                continue
-            line = pending.find(b"\n\n{")
-            whole = line + 2 if line >= 0 else pending.rfind(END) + len(END)
-            if whole < len(END):
-                return
-            self.blocks(bytes(pending[:whole]))
-            del pending[:whole]
+        """Obey the whole frames received, in order: blocks to write, orders between them."""
+        data, start, blocks = self.pending, 0, list[bytes]()
+        while len(data) >= start + 8:
+            end = start + 8 + int.from_bytes(data[start : start + 8], "little")
+            if end > len(data):
+                break
+            for item in marshal.loads(data[start + 8 : end]):  # noqa: S302 - from our daemon
+                if isinstance(item, dict):
+                    self.blocks(blocks)  # what came before goes where it was meant to
+                    blocks = []
+                    self.command(item)
+                else:
+                    blocks.append(self.block(item))
+            start = end
+        self.blocks(blocks)
+        del data[:start]
+
+    def block(self, record: tuple[Any, ...]) -> bytes:
+        """The record's block; none (the record lost, reported) when none can be made."""
+        try:
+            return self.shape.block(*record)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the rest
+            self.lost += 1
+            self.failures += 1
+            if self.due("record_failed"):
+                self.report(event="record_failed", records=self.failures, error=repr(exc))
+                self.failures = 0
+            return b""
+
+    def due(self, event: str) -> bool:
+        """At most one report of ``event`` a period: a full disk fails every batch."""
+        now = time.monotonic()
+        if now - self.failed_at.get(event, -FAILURE_LOG_PERIOD) < FAILURE_LOG_PERIOD:
+            return False
+        self.failed_at[event] = now
+        return True
 
     def command(self, order: dict[str, Any]) -> None:
         if "close" in order:
             self.close()  # the next block opens it again
             return
+        key = order.get("key")
+        self.shape = Format(order.get("decisions", True), Redactor(key) if key else None)
         target = (Path(order["path"]), int(order["max_bytes"]), int(order["keep"]))
         if target != self.target:  # a reload: the old file is done, on disk
             self.close()
             self.target = target
 
-    def blocks(self, data: bytes) -> None:
+    def blocks(self, made: list[bytes]) -> None:
         """Append whole blocks, rotating between them; a failure loses them, counted."""
+        data = b"".join(made)
         while data and self.target is not None:
             try:
                 if self.fd is None:
@@ -112,7 +144,11 @@ class Writer:
                 write_all(self.fd, data[:take])  # type: ignore[arg-type]
             except OSError as exc:
                 self.lost += data.count(END)
-                self.failed(exc)
+                if self.due("record_write_failed"):
+                    self.report(
+                        event="record_write_failed", path=str(self.target[0]), error=str(exc)
+                    )
+                self.close()  # retried at the next batch
                 return
             self.size += take
             self.written += data.count(END, 0, take)
@@ -168,15 +204,6 @@ class Writer:
         if keep:
             path.replace(path.with_name(f"{path.name}.1"))
         self.open()
-
-    def failed(self, exc: OSError) -> None:
-        """Report at most once a period (a full disk fails every batch); retry on the next."""
-        now = time.monotonic()
-        if self.failed_at is None or now - self.failed_at >= FAILURE_LOG_PERIOD:
-            path = str(self.target[0]) if self.target else None
-            self.report(event="record_write_failed", path=path, error=str(exc))
-            self.failed_at = now
-        self.close()
 
     def close(self) -> None:
         if self.fd is not None:
