@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from postgate.answer import Answer, Local, settle
+from postgate.commands.cli import main
 from postgate.config.dns import DnsList, parse_dns, parse_server
 from postgate.config.load import load_config
 from postgate.config.problems import ConfigError, Problems
@@ -328,6 +329,28 @@ class TestDocs:
         ) == listed.wire
         assert b"Listed with score 1;" in answer(config, mail("192.0.2.10")).wire
         assert "DEFAULT" == answer(config, mail("192.0.2.3")).rule  # failed: unlisted
+
+
+class TestShow:
+    def test_show_lists_what_each_list_asks_and_counts(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "postgate.toml"
+        path.write_text(LISTS + RULES)
+        assert 0 == main(["show", "-c", str(path)])
+        shown = capsys.readouterr().out.splitlines()
+        at = shown.index("dns lists:")
+        expected = [
+            "dbl: dbl.example asked about sender_domain, any 127/8 answer count, weight +2",
+            "helo: dbl.example asked about helo_name, any 127/8 answer count, weight +1",
+            "pbl: zen.example asked about client_address, answers 127.0.0.[10;11] count, weight +1",
+            (
+                "wl: wl.example asked about client_address, answers with a bit of 0.0.0.2 count, "
+                "weight -4"
+            ),
+            "zen: zen.example asked about client_address, answers 127.0.0.[2..11] count, weight +3",
+        ]
+        assert [f"    {line}" for line in expected] == shown[at + 1 : at + 6]
 
 
 class TestOneWalk:

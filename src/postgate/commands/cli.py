@@ -133,6 +133,10 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     for line in ruleset.describe():
         print(line)
+    if config.dns.lists:
+        print("dns lists:")
+        for _, dns_list in sorted(config.dns.lists.items()):
+            print(f"    {dns_list.describe()}")
     from postgate.commands.state import show_lines
 
     for line in show_lines(config, time.time()):

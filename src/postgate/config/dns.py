@@ -98,6 +98,20 @@ class DnsList:
                 return True
         return False
 
+    def describe(self) -> str:
+        """One line for ``postgate show``: what is asked, what counts, the weight."""
+        if self.mask is not None:
+            counts = f"answers with a bit of {ipaddress.IPv4Address(self.mask)}"
+        elif self.answers:
+            counts = "answers " + ", ".join(pattern.text for pattern in self.answers)
+        else:
+            counts = "any 127/8 answer"
+        failure = "; a failed lookup counts as listed" if self.on_failure == "listed" else ""
+        return (
+            f"{self.name}: {self.zone} asked about {self.query}, "
+            f"{counts} count, weight {self.weight:+d}{failure}"
+        )
+
 
 @functools.lru_cache(maxsize=1024)
 def _address(text: str) -> ipaddress.IPv4Address:
