@@ -1,4 +1,4 @@
-"""Shared fixtures for the integration tests: a private Postfix and real postgate daemons.
+"""Shared fixtures for the integration tests: a private Postfix, a private Redis, real daemons.
 
 A missing Postfix (or not running as root) fails the run when CI=true and
 skips the Postfix tests otherwise (common.md: no skipped test under CI).
@@ -13,9 +13,11 @@ import pytest
 from tests.integration.support.needs import need
 from tests.integration.support.postfix import LogWindow, PrivatePostfix, log_checked, missing_reason
 from tests.integration.support.postgates import EXAMPLES, Postgates, list_entries
+from tests.integration.support.redis import PrivateRedis
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 # Domains every test may deliver to, whatever the reference lists hold.
 TEST_DOMAINS = ("example.com",)
@@ -60,3 +62,14 @@ def postgates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgates]:
         yield starter
     finally:
         starter.stop_all()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private redis-server on loopback for one test (a missing one fails under CI=true)."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -15,7 +15,6 @@ import socket
 import time
 from typing import TYPE_CHECKING, Final
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -27,11 +26,11 @@ from postgate.state.greylist import GreylistStore
 from postgate.state.greylist_scripts import SCRIPTS, record_args, seen_of
 from tests.integration.support.daemon import Daemon, ask, connect
 from tests.integration.support.net import free_port
-from tests.integration.support.redis import PrivateRedis
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.integration.support.redis import PrivateRedis
 
 DELAY: Final = 2
 REQUEST: Final = {
@@ -42,16 +41,6 @@ REQUEST: Final = {
     "sender": "alice@example.org",
     "recipient": "bob@example.com",
 }
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]

@@ -19,7 +19,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -31,24 +30,14 @@ from postgate.state import windows
 from postgate.state.limit_scripts import SCRIPTS, view_of
 from tests.integration.support.daemon import Daemon, ask, connect
 from tests.integration.support.net import free_port
-from tests.integration.support.redis import PrivateRedis
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.integration.support.redis import PrivateRedis
 
 DUNNO: Final = b"action=DUNNO\n\n"
 DEADLINE: Final = 0.5
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def config(path: Path, port: int, limit: int) -> Path:
