@@ -1,9 +1,10 @@
 """Whole pushes of records: every record in its place, whatever the batch holds.
 
-`Recorder.add` queues a record; a push sends the queue to the writer as
-one frame, orders (reloads, switches) in their places, and the writer makes
-the blocks with the one formatter (`Format.block`). Either way the file
-must hold exactly what `Format.block` gives for each record, in order.
+`Recorder.add` takes a record, a tick queues what was taken; a push sends
+the queue to the writer as one frame, orders (reloads, switches) in their
+places, and the writer makes the blocks with the one formatter
+(`Format.block`). Either way the file must hold exactly what
+`Format.block` gives for each record, in order.
 Records added with no await between them are one reactor turn, so one push.
 """
 
@@ -236,3 +237,26 @@ async def test_the_writer_runs_in_the_idle_scheduling_class(tmp_path: Path) -> N
         await turn(0.01)
     await made.close()
     assert os.SCHED_IDLE == policy
+
+
+class TestTick:
+    @on_reactor
+    async def test_records_past_the_backlog_bound_are_dropped_and_counted_in_order(
+        self, tmp_path: Path
+    ) -> None:
+        """One tick's records beyond ``max_pending_bytes``: the first that fit are kept."""
+        path = tmp_path / "r.policy"
+        bound = 1 << 16
+        made = recorder(path, max_pending_bytes=bound)
+        records = [(received(n), "DUNNO", "R", NOW + n) for n in range(600)]
+        for req, answer, rule, now in records:
+            made.add(req, answer, rule, now)
+        sizes = [len(req.wire) for req, _, _, _ in records]
+        fitting = max(n for n in range(len(sizes) + 1) if sum(sizes[:n]) <= bound)
+        assert fitting < len(records)  # the test must overflow the bound
+        await made.close()
+        assert (expected(records[:fitting]), fitting, len(records) - fitting) == (
+            path.read_bytes(),
+            made.written,
+            made.dropped,
+        )

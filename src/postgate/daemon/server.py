@@ -110,8 +110,10 @@ class Answerer:
             self.errors += 1
             self._log.error("evaluation_failed", exc_info=answer.error, **_fields(shown))
         recorder = self.recorder
-        if recorder is not None and recorder.enabled:
-            recorder.add(request, answer.text, answer.rule, answer.now, answer.action)
+        if recorder is not None:
+            live = recorder.live  # `Recorder.add`, inline: this runs once per request
+            if live is not None:
+                live.append((request.wire or request.raw, answer))
         self.answered += 1
         us = (time.perf_counter_ns() - start) // 1000
         self._decision(answer.rule, answer.text, answer.dry_run, us, shown)

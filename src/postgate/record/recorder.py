@@ -1,13 +1,16 @@
 """Record the requests the daemon answers: the daemon's side, cheap on the answer path.
 
-`Recorder.add` appends a tuple to a list: the received lines as they came,
-the answer, the rule, the time. Every `PUSH_DELAY` (a timer and a write
-cost the same for one record as for a hundred) the list goes down a pipe as
-one frame to a writer process (`postgate.record.writer`), which makes the
-blocks, redacts, appends, rotates and fsyncs. The recorder is the push
-producer of that pipe: while it is full (a slow disk, a writer short of
-CPU) requests wait here up to ``max_pending_bytes``, then are dropped and
-counted; an answer never waits for the disk. Switching off and reloads are
+The answer path only appends a pair to `Recorder.live`: the received lines
+as they came, and the `Answer` (its text, rule, time, action). Every
+`PUSH_DELAY` while recording is on, a tick moves them to the queue, counting
+their bytes against ``max_pending_bytes`` (dropping and counting past it),
+and the queue goes down a pipe as one frame to a writer process
+(`postgate.record.writer`), which makes the blocks, redacts, appends, rotates
+and fsyncs. Counting per tick rather than per record saves the answer path a
+call (docs/performance.md); the records of the current tick wait on top
+of the bound, not yet counted. The recorder is the push producer of that
+pipe: while it is full (a slow disk, a writer short of CPU) requests wait
+here, and an answer never waits for the disk. Switching off and reloads are
 orders among the records, in their place.
 """
 
@@ -76,6 +79,11 @@ class Recorder(ProcessProtocol):
         self._logged = (0, -LOG_PERIOD)  # drops last logged, and when
         self._settings, self._order = settings, self._load(settings)
         self.enabled = self._on(settings.enabled)
+        # What the answer path took since the last tick, (received lines or
+        # attributes, `Answer`) each; None while off.
+        self.live: list[tuple[bytes | dict[str, str], tuple[Any, ...]]] | None = None
+        self._ticker: Any = None
+        self._tick_while(self.enabled)
 
     @property
     def dropped(self) -> int:
@@ -95,21 +103,55 @@ class Recorder(ProcessProtocol):
         now: float,
         action: Action | None = None,
     ) -> None:
-        """Queue one record; never waits for the disk (drops and counts instead)."""
-        if not self.enabled:
+        """Take one record; never waits for the disk (the tick drops and counts instead).
+
+        The daemon's answer path appends its `Answer` inline; this lays the
+        fields out as an `Answer` holds them (rule, action, text, wire, now).
+        """
+        live = self.live
+        if live is not None:  # not read from a peer: the request's attributes
+            live.append((request.wire or request.raw, (rule, action, answer, b"", now)))
+
+    def _tick_while(self, on: bool) -> None:
+        """Take records while ``on``: a list to append to, and the tick that empties it."""
+        if not on:
+            self.live = None
             return
-        size = len(request.wire) or _weight(request.raw)
-        if self._queued + size > self._settings.max_pending_bytes:
-            self._full += 1  # a push logs it, even while the pipe is full
+        if self.live is None:
+            self.live = []
+        if self._ticker is None:
+            self._ticker = self._timers.callLater(PUSH_DELAY, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        self._take_live()
+        if self.live is not None:
+            self._ticker = self._timers.callLater(PUSH_DELAY, self._tick)
+
+    def _take_live(self) -> None:
+        """Queue what the answer path took, up to ``max_pending_bytes``; drop and count the rest."""
+        live = self.live
+        if not live:
+            return
+        self.live = []
+        sizes = [len(s) if s.__class__ is bytes else _weight(s) for s, _ in live]
+        room = self._settings.max_pending_bytes - self._queued
+        total = sum(sizes)
+        if total > room:  # the pipe is full: keep what fits, in order
+            kept, total = [], 0
+            for record, size in zip(live, sizes, strict=True):
+                if total + size <= room:
+                    total += size
+                    kept.append(record)
+            self._full += len(live) - len(kept)  # a push logs it, even while the pipe is full
+            live = kept
+        self._queued += total
+        # An Answer's text, rule and time (2, 0, 4) and, to redact, its action (1).
+        if self._redacting:  # the action renders the redacted request's answer
+            self._queue += [(s, a[2], a[0], a[4], a[1].line if a[1] else "") for s, a in live]
         else:
-            self._queued += size
-            source = request.wire or request.raw  # not read from a peer: its attributes
-            if self._redacting:  # the action renders the redacted request's answer
-                self._queue.append((source, answer, rule, now, action.line if action else ""))
-            else:
-                self._queue.append((source, answer, rule, now))
-        if self._timer is None:
-            self._timer = self._timers.callLater(PUSH_DELAY, self._push)
+            self._queue += [(s, a[2], a[0], a[4]) for s, a in live]
+        self._schedule(0.0)
 
     def set_enabled(self, enabled: bool) -> bool:
         """Switch recording; returns the new state (off without a path or a usable key)."""
@@ -117,18 +159,22 @@ class Recorder(ProcessProtocol):
         if self.enabled and not on:
             self._command(CLOSE)  # the file is whole and on disk once off
         self.enabled = on
+        self._tick_while(on)
         log.info("recording", enabled=on, path=str(self._settings.path))
         return on
 
     def reconfigure(self, settings: RecordSettings) -> None:
         """Use new settings for records added from now on (a reload)."""
+        self._take_live()  # taken before the reload: the old settings' file
         if self.transport is None and self._queue and self._order is not None:
             self._queue.insert(0, self._order)  # the next writer starts on the new file
         self._settings, self._order = settings, self._load(settings)
         self.enabled = self._on(settings.enabled)
         self._command(self._order if self.enabled and self._order else CLOSE)
+        self._tick_while(self.enabled)
 
     def _command(self, order: dict[str, Any]) -> None:
+        self._take_live()  # what was taken before the order goes before it
         if self.transport is not None or self._queue:  # else the next writer starts afresh
             self._queue.append(order)
             self._schedule(0.0)
@@ -228,6 +274,7 @@ class Recorder(ProcessProtocol):
 
         One writer at a time: the next record starts another once this one has exited.
         """
+        self._take_live()
         if self.transport is not None and not self._taking:  # ending: flush after it
             return self._exited().addCallback(lambda _: self.flush())
         if not self._taking and not (self._queue and self._start()):
@@ -249,10 +296,13 @@ class Recorder(ProcessProtocol):
 
     def close(self, timeout: float = 10.0) -> defer.Deferred[None]:
         """Send what is queued, let the writer write it and fsync, wait for it to end."""
+        self._take_live()
         self.enabled, self._closing = False, True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._tick_while(on=False)
+        for timer in (self._timer, self._ticker):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._ticker = None
         timer = self._timers.callLater(timeout, self._kill, timeout)
 
         def closed(_: object) -> None:
