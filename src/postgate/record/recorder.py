@@ -146,9 +146,10 @@ class Recorder(ProcessProtocol):
             self._full += len(live) - len(kept)  # a push logs it, even while the pipe is full
             live = kept
         self._queued += total
-        # An Answer's text, rule and time (2, 0, 4) and, to redact, its action (1).
-        if self._redacting:  # the action renders the redacted request's answer
-            self._queue += [(s, a[2], a[0], a[4], a[1].line if a[1] else "") for s, a in live]
+        # An Answer's text, rule and time (2, 0, 4) and, to redact, its action (1),
+        # which renders the redacted request's answer.
+        if self._redacting:
+            self._queue += [(s, a[2], a[0], a[4], _line(a[1])) for s, a in live]
         else:
             self._queue += [(s, a[2], a[0], a[4]) for s, a in live]
         self._schedule(0.0)
@@ -367,6 +368,10 @@ class Recorder(ProcessProtocol):
         if total > reported and (force or now - at >= LOG_PERIOD):
             log.warning("record_dropped", total=total, dropped=total - reported)
             self._logged = (total, now)
+
+
+def _line(action: Action | None) -> str:
+    return action.line if action is not None else ""
 
 
 def _records(items: list[Any]) -> int:
