@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 import pytest
 from structlog.testing import capture_logs
 
+from postgate.config.load import load_config
 from postgate.config.problems import Problems
 from postgate.config.record import RecordSettings, parse_record_settings
+from postgate.daemon.server import Answerer
 from postgate.record.blocks import Format, KeyFileError, Redactor, key_path, load_key
 from postgate.record.recorder import Recorder
 from postgate.record.writer import trim_cut_tail
@@ -474,6 +476,24 @@ class TestRecorder:
         (case,) = read_policy_file(path)
         assert case.expect == action.render(case.request, "R")
         assert "<e>" not in path.read_text()
+
+    @on_reactor
+    async def test_the_daemons_answers_are_recorded_and_redacted_alike(
+        self, tmp_path: Path
+    ) -> None:
+        """The answer path's own append (an `Answer`): the same block as `add` gives."""
+        conf = tmp_path / "postgate.toml"
+        conf.write_text('[[rules]]\nid = "R"\naction = "REJECT <{sender}> refused"\n')
+        path = tmp_path / "r.policy"
+        made = recorder(path, redact=True)
+        reply = Answerer(load_config(conf), recorder=made).answer(received(1, sender="e@x"))
+        await made.close()
+        (case,) = read_policy_file(path)
+        assert (b"action=REJECT <e@x> refused\n\n", "R") == (reply, case.expect_rule)
+        assert case.expect == parse_action("REJECT <{sender}> refused").action.render(
+            case.request, "R"
+        )
+        assert "<e@x>" not in path.read_text()
 
     @on_reactor
     async def test_redacting_recorder_keeps_its_key_beside_the_file(self, tmp_path: Path) -> None:
