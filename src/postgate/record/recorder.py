@@ -78,12 +78,16 @@ class Recorder(ProcessProtocol):
         self._full = self._lost = self.written = 0
         self._logged = (0, -LOG_PERIOD)  # drops last logged, and when
         self._settings, self._order = settings, self._load(settings)
-        self.enabled = self._on(settings.enabled)
         # What the answer path took since the last tick, (received lines or
         # attributes, `Answer`) each; None while off.
         self.live: list[tuple[bytes | dict[str, str], tuple[Any, ...]]] | None = None
         self._ticker: Any = None
-        self._tick_while(self.enabled)
+        self._tick_while(self._on(settings.enabled))
+
+    @property
+    def enabled(self) -> bool:
+        """Recording is on: the answer path has a list to take records into."""
+        return self.live is not None
 
     @property
     def dropped(self) -> int:
@@ -159,7 +163,6 @@ class Recorder(ProcessProtocol):
         on = self._on(enabled)
         if self.enabled and not on:
             self._command(CLOSE)  # the file is whole and on disk once off
-        self.enabled = on
         self._tick_while(on)
         log.info("recording", enabled=on, path=str(self._settings.path))
         return on
@@ -170,9 +173,9 @@ class Recorder(ProcessProtocol):
         if self.transport is None and self._queue and self._order is not None:
             self._queue.insert(0, self._order)  # the next writer starts on the new file
         self._settings, self._order = settings, self._load(settings)
-        self.enabled = self._on(settings.enabled)
-        self._command(self._order if self.enabled and self._order else CLOSE)
-        self._tick_while(self.enabled)
+        on = self._on(settings.enabled)
+        self._command(self._order if on and self._order else CLOSE)
+        self._tick_while(on)
 
     def _command(self, order: dict[str, Any]) -> None:
         self._take_live()  # what was taken before the order goes before it
@@ -298,7 +301,7 @@ class Recorder(ProcessProtocol):
     def close(self, timeout: float = 10.0) -> defer.Deferred[None]:
         """Send what is queued, let the writer write it and fsync, wait for it to end."""
         self._take_live()
-        self.enabled, self._closing = False, True
+        self._closing = True
         self._tick_while(on=False)
         for timer in (self._timer, self._ticker):
             if timer is not None and timer.active():
